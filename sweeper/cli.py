@@ -1,0 +1,153 @@
+"""The ``sweeper`` command (also ``python -m sweeper``).
+
+``run`` and ``plan`` hand their arguments to Hydra, which composes ``conf/base.yaml``
+with the config groups and the overrides; every other command reads only a sweep dir.
+Bad input prints one line and exits 2; failed trials exit 1; Ctrl-C exits 130.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from sweeper.errors import ConfigError, SweeperError
+
+__all__ = ["main"]
+
+USAGE = """\
+sweeper [run] [HYDRA_OVERRIDES...]   run one training, or a sweep with +search=NAME or key=a,b
+sweeper plan  [HYDRA_OVERRIDES...]   dry run: write trials.parquet and show it, run nothing
+sweeper merge  DIR                   one table of results: DIR/results.parquet, DIR/curves.parquet
+sweeper status DIR                   counts of trials per state
+sweeper resume DIR [--retry-failed]  run what is missing, cancelled or timed out
+sweeper cancel DIR                   stop the sweep's running trials
+
+Examples:
+  python -m sweeper +search=coarse                # the coarse grid, local or SLURM (cluster=auto)
+  python -m sweeper +search=random cluster=local scenario=tiny
+  python -m sweeper 'optimizer.lr=tag(log,interval(1e-4,1e-2))' +search=random
+  sweeper merge multirun/2026-11-23/10-00-00
+
+Run `sweeper COMMAND --help` for a command's options; `sweeper run --hydra-help` for Hydra's.
+Exit codes: 0 ok, 1 some trials failed, 2 bad input, 130 interrupted."""
+
+RUN_HELP = """\
+usage: sweeper {cmd} [HYDRA_OVERRIDES...] [HYDRA_FLAGS...]
+
+{what}
+
+Overrides use Hydra's syntax: key=value, group=option, +search=NAME to pick a search
+space from conf/search/, and sweeps such as lr=0.1,0.01 or lr=choice(...), range(...),
+interval(...), tag(log,interval(...)). hydra.sweep.dir=PATH picks the sweep dir; running
+the same command with the same dir again skips completed trials.
+
+Hydra flags pass through (--cfg job, --info, -cp/-cn, --hydra-help).
+Config dir: $SWEEPER_CONFIG_DIR, else ./conf when it has base.yaml, else the project's conf/."""
+
+
+def config_dir() -> Path:
+    """Where ``base.yaml`` lives: $SWEEPER_CONFIG_DIR, ./conf, or this project's conf/."""
+    candidates = [os.environ.get("SWEEPER_CONFIG_DIR"), "conf",
+                  str(Path(__file__).resolve().parents[1] / "conf")]
+    for c in candidates:
+        if c and (Path(c) / "base.yaml").is_file():
+            return Path(c).resolve()
+    raise ConfigError(
+        "no config dir with base.yaml found (looked at $SWEEPER_CONFIG_DIR, ./conf and the "
+        "project's conf/); set SWEEPER_CONFIG_DIR=/path/to/conf"
+    )
+
+
+def _hydra(args: Sequence[str], plan: bool) -> int:
+    from hydra._internal.utils import get_args_parser
+
+    from sweeper import hydra_sweeper, single
+    from sweeper.hydra_compat import translate
+    from sweeper.overrides import parse_overrides
+
+    parsed = get_args_parser().parse_args(list(args))
+    sweeping = any(o.is_sweep_override() and not o.is_hydra_override()
+                   for o in parse_overrides(parsed.overrides))
+    flags = list(args)
+    for o in parsed.overrides:  # Hydra's parser wants the overrides together, after the flags
+        flags.remove(o)
+    overrides = list(parsed.overrides)
+    if plan:
+        flags.append("--multirun")
+        overrides.append("hydra.sweeper.dry_run=true")
+    elif sweeping and not parsed.multirun:
+        flags.append("--multirun")
+    import hydra
+
+    os.environ["HYDRA_FULL_ERROR"] = "1"  # let errors reach us, to print one clean line
+    sys.argv = ["sweeper", *flags, *overrides]
+    hydra_sweeper.last_result = None
+    single.last_exit = None
+    try:
+        hydra.main(config_path=str(config_dir()), config_name="base",
+                   version_base="1.3")(single.entry)()
+    except SweeperError:
+        raise
+    except Exception as ex:
+        err = translate(ex)
+        if err is None:
+            raise
+        raise err from None
+    if hydra_sweeper.last_result is not None:
+        return hydra_sweeper.last_result.exit_code
+    return single.last_exit or 0
+
+
+def _dir_command(name: str, help_text: str, add: Callable[[argparse.ArgumentParser], None],
+                 sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser(name, help=help_text, description=help_text)
+    p.add_argument("dir", type=Path, help="the sweep dir (hydra.sweep.dir)")
+    add(p)
+
+
+def _parser() -> argparse.ArgumentParser:
+    from sweeper import commands
+
+    parser = argparse.ArgumentParser(prog="sweeper", usage=USAGE, add_help=True)
+    sub = parser.add_subparsers(dest="command")
+    _dir_command("merge", "Join the trials' result files into DIR/results.parquet and "
+                 "DIR/curves.parquet, and print the best trials.", commands.add_merge, sub)
+    _dir_command("status", "Count the sweep's trials per state.", commands.add_status, sub)
+    _dir_command("resume", "Run the trials that have no completed result: never run, "
+                 "cancelled, timed out or lost (failed ones with --retry-failed).",
+                 commands.add_resume, sub)
+    _dir_command("cancel", "Stop the sweep's running trials; `resume` continues it later.",
+                 commands.add_cancel, sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = argv[0] if argv else "run"
+    try:
+        if command in ("-h", "--help"):
+            print("usage:\n" + USAGE)
+            return 0
+        if command not in ("run", "plan", "merge", "status", "resume", "cancel"):
+            argv, command = ["run", *argv], "run"
+        if command in ("run", "plan"):
+            rest = argv[1:]
+            if rest[:1] in (["-h"], ["--help"]):
+                what = ("Plan the sweep into its sweep dir and show the first trials; nothing runs."
+                        if command == "plan" else
+                        "Run one training, or a sweep when a search space or sweep override is given.")
+                print(RUN_HELP.format(cmd=command, what=what))
+                return 0
+            rest = ["--help" if a == "--hydra-help" else a for a in rest]
+            return _hydra(rest, plan=command == "plan")
+        args = _parser().parse_args(argv)
+        return int(args.func(args))
+    except SweeperError as ex:
+        print(f"sweeper: error: {ex}", file=sys.stderr)
+        return ex.exit_code
+    except KeyboardInterrupt:
+        print("sweeper: interrupted", file=sys.stderr)
+        return 130

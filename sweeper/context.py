@@ -1,0 +1,149 @@
+"""The small API a task may use while it runs inside a sweep.
+
+Outside a sweep every function here does nothing (or returns None), so a task
+that calls them still runs unchanged on its own.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "TrialContext",
+    "TrialInterrupted",
+    "current",
+    "load_checkpoint",
+    "report",
+    "save_checkpoint",
+    "should_checkpoint",
+    "trial_dir",
+]
+
+CHECKPOINT_NAME = "checkpoint.pt"
+
+
+class TrialInterrupted(BaseException):
+    """Stops a trial from outside (SIGTERM, a time limit, a requeue). A BaseException, so a
+    task's own ``except Exception`` does not swallow it; ``status`` is the row's status."""
+
+    def __init__(self, message: str, status: str = "cancelled") -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass
+class TrialContext:
+    """What the runner knows about the trial in progress."""
+
+    trial_id: int
+    sweep_dir: Path
+    work_dir: Path
+    curve: list[dict[str, Any]] = field(default_factory=list)
+    checkpoint_requested: threading.Event = field(default_factory=threading.Event)
+
+
+_current: TrialContext | None = None
+
+
+def current() -> TrialContext | None:
+    """The running trial, or None outside a sweep."""
+    return _current
+
+
+@contextlib.contextmanager
+def activate(ctx: TrialContext) -> Iterator[TrialContext]:
+    global _current
+    _current = ctx
+    try:
+        yield ctx
+    finally:
+        _current = None
+
+
+def _number(name: str, value: Any) -> float:
+    if hasattr(value, "item"):
+        value = value.item()
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"report() needs numbers, got {name}={value!r}")
+    return float(value)
+
+
+def report(epoch: int | None = None, **metrics: float) -> None:
+    """Record one epoch's values; they become the trial's curve.
+
+    ``epoch`` defaults to the number of earlier reports. Outside a sweep this does nothing.
+
+    >>> report(epoch=0, train_loss=0.52, val_loss=0.61)
+    """
+    ctx = _current
+    if ctx is None:
+        return
+    row: dict[str, Any] = {"epoch": int(epoch) if epoch is not None else len(ctx.curve)}
+    row.update({k: _number(k, v) for k, v in metrics.items()})
+    # A resumed trial reports its epochs again from the checkpoint on: keep the newest.
+    ctx.curve[:] = [r for r in ctx.curve if r["epoch"] != row["epoch"]]
+    ctx.curve.append(row)
+    ctx.curve.sort(key=lambda r: r["epoch"])
+
+
+def trial_dir() -> Path | None:
+    """A directory for this trial's own files (created on first call), or None outside a sweep."""
+    ctx = _current
+    if ctx is None:
+        return None
+    ctx.work_dir.mkdir(parents=True, exist_ok=True)
+    return ctx.work_dir
+
+
+def should_checkpoint() -> bool:
+    """True once the scheduler has warned that this trial will be stopped (time limit or
+    preemption): save a checkpoint now, and the trial resumes from it when requeued."""
+    ctx = _current
+    return ctx is not None and ctx.checkpoint_requested.is_set()
+
+
+def save_checkpoint(state: Any) -> Path | None:
+    """Save ``state`` (e.g. state dicts and the epoch) with ``torch.save``, atomically.
+
+    When the scheduler has asked the trial to stop (see :func:`should_checkpoint`), the
+    trial stops right after the save and resumes from it when it runs again. Outside a
+    sweep this does nothing and returns None.
+    """
+    ctx = _current
+    if ctx is None:
+        return None
+    import os
+
+    import torch
+
+    target = ctx.work_dir / CHECKPOINT_NAME
+    ctx.work_dir.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{CHECKPOINT_NAME}.tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, target)
+    if ctx.checkpoint_requested.is_set():
+        raise TrialInterrupted("checkpointed before its time limit; it continues when requeued",
+                               "requeued")
+    return target
+
+
+def load_checkpoint() -> Any:
+    """The state saved by :func:`save_checkpoint` in an earlier run of this trial, or None.
+
+    Loaded with ``weights_only=True``: tensors, containers and numbers only, never
+    arbitrary pickled objects.
+    """
+    ctx = _current
+    if ctx is None:
+        return None
+    target = ctx.work_dir / CHECKPOINT_NAME
+    if not target.is_file():
+        return None
+    import torch
+
+    return torch.load(target, map_location="cpu", weights_only=True)

@@ -1,0 +1,47 @@
+"""Run what a sweep dir still needs: the one path shared by a fresh run and ``resume``."""
+
+from __future__ import annotations
+
+import pyarrow as pa
+import pyarrow.compute as pc
+from omegaconf import DictConfig
+
+from sweeper.console import err as console
+from sweeper.executors import Executor, LaunchResult
+from sweeper.paths import SweepPaths
+from sweeper.results import Status, read_statuses
+
+__all__ = ["pending_trials", "run_pending"]
+
+
+
+def pending_trials(paths: SweepPaths, table: pa.Table, retry_failed: bool) -> tuple[pa.Table, dict[str, int]]:
+    """Rows still to run, and the counts of the results already there.
+
+    Completed trials never run again. Failed ones run again only with ``retry_failed``;
+    cancelled, timed-out, lost and never-run trials always do.
+    """
+    statuses = read_statuses(paths)
+    skip = {Status.COMPLETED.value} | ({Status.FAILED.value} if not retry_failed else set())
+    done_ids = [tid for tid, s in statuses.items() if s in skip]
+    mask = pc.invert(pc.is_in(table.column("trial_id"), pa.array(done_ids, pa.int64())))
+    counts: dict[str, int] = {}
+    for s in statuses.values():
+        counts[s] = counts.get(s, 0) + 1
+    return table.filter(mask), counts
+
+
+def run_pending(paths: SweepPaths, sweep: DictConfig, table: pa.Table, executor: Executor,
+                retry_failed: bool) -> LaunchResult:
+    """Launch every trial that has no completed result (see :func:`pending_trials`)."""
+    todo, before = pending_trials(paths, table, retry_failed)
+    if before:
+        kept = ", ".join(f"{n} {s}" for s, n in sorted(before.items()))
+        console.print(f"[sweeper] results already in {paths.root}: {kept}")
+        if before.get(Status.FAILED.value) and not retry_failed:
+            console.print("[sweeper] failed trials are kept; rerun them with --retry-failed")
+    if todo.num_rows == 0:
+        console.print("[sweeper] nothing left to run")
+        return LaunchResult()
+    console.print(f"[sweeper] running {todo.num_rows} of {table.num_rows} trials")
+    return executor.launch(paths, sweep, todo)

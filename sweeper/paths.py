@@ -1,0 +1,94 @@
+"""One object owns every path inside a sweep dir."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = ["SweepPaths", "atomic_path"]
+
+
+@dataclass(frozen=True)
+class SweepPaths:
+    """The layout of a sweep dir (see README, "Sweep directory").
+
+    >>> SweepPaths(Path("/tmp/s")).result(7).name
+    'trial-000007.parquet'
+    """
+
+    root: Path
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "root", Path(self.root).absolute())
+
+    @property
+    def sweep_yaml(self) -> Path:
+        return self.root / "sweep.yaml"
+
+    @property
+    def trials(self) -> Path:
+        return self.root / "trials.parquet"
+
+    @property
+    def results_dir(self) -> Path:
+        return self.root / "results"
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.root / "logs"
+
+    @property
+    def merged(self) -> Path:
+        return self.root / "results.parquet"
+
+    @property
+    def curves(self) -> Path:
+        return self.root / "curves.parquet"
+
+    @property
+    def report_dir(self) -> Path:
+        return self.root / "report"
+
+    @property
+    def lock(self) -> Path:
+        return self.root / ".sweep.lock"
+
+    @property
+    def local_driver(self) -> Path:
+        return self.root / "logs" / "local-driver.json"
+
+    def result(self, trial_id: int) -> Path:
+        return self.results_dir / f"trial-{trial_id:06d}.parquet"
+
+    def checkpoint_dir(self, trial_id: int) -> Path:
+        return self.root / "checkpoints" / f"trial-{trial_id:06d}"
+
+    def local_log(self, slot: int) -> Path:
+        return self.logs_dir / f"local-slot-{slot:02d}.log"
+
+    def result_files(self) -> list[Path]:
+        if not self.results_dir.is_dir():
+            return []
+        return sorted(p for p in self.results_dir.glob("trial-*.parquet"))
+
+
+@contextlib.contextmanager
+def atomic_path(target: Path) -> Iterator[Path]:
+    """Yield a hidden temp path beside ``target``; rename it over ``target`` on success.
+
+    Readers never see half a file: the rename is atomic on POSIX file systems,
+    and the temp name starts with a dot, which dataset scans skip.
+    """
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, target)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)

@@ -1,0 +1,297 @@
+"""Planning: expand the space, compose each config variant once, freeze it all on disk.
+
+A *variant* is one combination of swept config-group choices. Each is composed by
+Hydra exactly once, here, which also validates it; trials are that frozen variant
+plus value overrides. Workers never compose again from YAML that may have changed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf.errors import OmegaConfBaseException
+
+from sweeper import __version__, taskref
+from sweeper.errors import ConfigError, SweepDirError, closest
+from sweeper.overrides import SweepRequest, parse_overrides
+from sweeper.paths import SweepPaths, atomic_path
+from sweeper.provenance import git_state
+from sweeper.schema import ClusterConf, SearchConf
+from sweeper.space import Param
+from sweeper.strategies import make_strategy
+from sweeper.trials import ParamColumn, build_table, read_trials, write_trials
+
+__all__ = ["Plan", "Variant", "apply_cluster_overrides", "plan_sweep"]
+
+Composer = Callable[[list[str]], DictConfig]
+_FORMAT = 1
+_MISSING = object()
+
+
+@dataclass(frozen=True)
+class Variant:
+    choices: tuple[str, ...]
+    config: DictConfig
+    hydra: DictConfig | None
+    config_hash: str
+
+
+@dataclass(frozen=True)
+class Plan:
+    paths: SweepPaths
+    table: pa.Table
+    sweep: DictConfig
+    fingerprint: str
+    existed: bool
+
+    @property
+    def n_trials(self) -> int:
+        return self.table.num_rows
+
+
+def _flat_keys(node: Any, prefix: str = "") -> list[str]:
+    if not isinstance(node, dict):
+        return []
+    keys = []
+    for k, v in node.items():
+        keys.append(f"{prefix}{k}")
+        keys.extend(_flat_keys(v, f"{prefix}{k}."))
+    return keys
+
+
+def _reapply(cfg: DictConfig, fixed: Sequence[str], is_group: Callable[[str], bool]) -> None:
+    """Apply the command line's value overrides again, so they beat cluster_overrides."""
+    for o in parse_overrides([s for s in fixed if not is_group(s.split("=")[0].lstrip("+~"))]):
+        if not o.is_delete():
+            OmegaConf.update(cfg, o.key_or_group, o.value(), merge=True,
+                             force_add=o.is_add() or o.is_force_add())
+
+
+def apply_cluster_overrides(task: DictConfig, fixed: Sequence[str],
+                            is_group: Callable[[str], bool]) -> None:
+    """Merge ``cluster_overrides`` into ``task``; command-line values still win over them."""
+    overrides = task.get("cluster_overrides")
+    if not overrides:
+        return
+    try:
+        with open_dict(task):
+            task.merge_with(overrides)
+            _reapply(task, fixed, is_group)
+    except OmegaConfBaseException as ex:
+        raise ConfigError(
+            f"cluster_overrides do not fit the config: {str(ex).splitlines()[0]}; "
+            "every key in cluster_overrides must exist in the composed config"
+        ) from None
+
+
+def _freeze(full: DictConfig, cluster: bool, fixed: Sequence[str],
+            is_group: Callable[[str], bool]) -> tuple[DictConfig, DictConfig | None]:
+    hydra = full.get("hydra")
+    task = full.copy()
+    with open_dict(task):
+        task.pop("hydra", None)
+    if cluster:
+        apply_cluster_overrides(task, fixed, is_group)
+    return task, hydra
+
+
+def _check_params(cfg: DictConfig, params: Sequence[Param], where: str) -> None:
+    """Every searched key exists (unless added with +) and every value fits its node."""
+    keys = _flat_keys(OmegaConf.to_container(cfg, resolve=False))
+    probe = cfg.copy()
+    for p in params:
+        if p.group:
+            continue
+        if not p.prefix and OmegaConf.select(cfg, p.key, default=_MISSING,
+                                             throw_on_missing=False) is _MISSING:
+            raise ConfigError(
+                f"'{p.key}' is not a key of the config{where}{closest(p.key, keys)} "
+                f"(to add a new key, write '+{p.key}')"
+            )
+        values = list(p.choices) if p.kind == "categorical" else [p.low, p.high]
+        for value in values:
+            try:
+                with open_dict(probe) if p.prefix else _nullctx():
+                    OmegaConf.update(probe, p.key, value, merge=True, force_add=bool(p.prefix))
+            except OmegaConfBaseException as ex:
+                raise ConfigError(
+                    f"{p.key}={value!r} does not fit the config{where}: "
+                    f"{str(ex).splitlines()[0]}; change the value or the config's type"
+                ) from None
+
+
+class _nullctx:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+def _variants(request: SweepRequest, columns: dict[str, np.ndarray], compose: Composer,
+              cluster: bool, is_group: Callable[[str], bool], n: int
+              ) -> tuple[list[Variant], np.ndarray]:
+    groups = request.space.groups
+    if groups:
+        stacked = np.stack([columns[g.key] for g in groups], axis=1)
+        combos, variant_ids = np.unique(stacked, axis=0, return_inverse=True)
+    else:
+        combos, variant_ids = np.zeros((1, 0), dtype=np.int64), np.zeros(n, dtype=np.int64)
+    variants = []
+    for combo in combos:
+        choices = tuple(f"{g.override_key}={g.labels[i]}" for g, i in zip(groups, combo, strict=True))
+        task, hydra = _freeze(compose([*request.fixed, *choices]), cluster, request.fixed, is_group)
+        where = f" (variant {', '.join(choices)})" if choices else ""
+        _check_params(task, request.space.params, where)
+        text = OmegaConf.to_yaml(task, resolve=False)
+        variants.append(Variant(choices, task, hydra, hashlib.sha256(text.encode()).hexdigest()))
+    return variants, np.asarray(variant_ids, dtype=np.int64).reshape(-1)
+
+
+def _task_ref(task: DictConfig, fallback: str | None) -> str:
+    ref = OmegaConf.select(task, "task.fn", default=None)
+    if ref is None and fallback is None:
+        raise ConfigError("the config sets no task.fn; set it, e.g. task.fn=mypkg.train:main")
+    ref = str(ref if ref is not None else fallback)
+    taskref.check(ref)
+    return ref
+
+
+def _fingerprint(search: SearchConf, variants: Sequence[Variant], specs: Sequence[ParamColumn],
+                 space: Sequence[Param]) -> str:
+    blob = json.dumps({
+        "format": _FORMAT,
+        "search": {k: v for k, v in dataclasses.asdict(search).items()
+                   if k not in ("space", "metric", "direction", "max_grid_size")},
+        "variants": [v.config_hash for v in variants],
+        "params": [dataclasses.asdict(s) for s in specs],
+        "space": [repr(p) for p in space],
+    }, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _space_record(p: Param) -> dict[str, Any]:
+    record = {k: v for k, v in dataclasses.asdict(p).items() if v not in (None, (), False, "")}
+    record.pop("labels", None)
+    if "choices" in record:
+        record["choices"] = [c if isinstance(c, (int, float, str, bool)) else str(c)
+                             for c in p.choices]
+    return record
+
+
+def _guard_dir(paths: SweepPaths, fingerprint: str) -> bool:
+    """True when the dir already holds this sweep; refuse another sweep's dir."""
+    if paths.sweep_yaml.is_file():
+        try:
+            old = OmegaConf.load(paths.sweep_yaml).get("fingerprint")
+        except Exception:
+            old = "<unreadable sweep.yaml>"
+        if old != fingerprint:
+            raise SweepDirError(
+                f"{paths.root} holds a different sweep (fingerprint {old}, this one "
+                f"{fingerprint}: another space, method or config), and results are never "
+                "mixed; start a fresh dir with hydra.sweep.dir=<new path>, or resume that "
+                f"sweep with `sweeper resume {paths.root}`"
+            )
+        read_trials(paths, trial_ids=[])
+        return True
+    if paths.results_dir.is_dir() and any(paths.results_dir.iterdir()):
+        raise SweepDirError(
+            f"{paths.root} has results but no sweep.yaml, so it cannot be checked; "
+            "use a fresh dir with hydra.sweep.dir=<new path>"
+        )
+    return False
+
+
+def _make_dir(paths: SweepPaths) -> None:
+    try:
+        paths.root.mkdir(parents=True, exist_ok=True)
+        probe = paths.root / f".write-test-{os.getpid()}"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as ex:
+        raise SweepDirError(
+            f"cannot write to the sweep dir {paths.root} ({ex.strerror or ex}); choose a "
+            "writable place with hydra.sweep.dir=<path>"
+        ) from None
+
+
+def plan_sweep(
+    paths: SweepPaths,
+    search: SearchConf,
+    request: SweepRequest,
+    compose: Composer,
+    *,
+    cluster: ClusterConf,
+    apply_cluster_overrides: bool,
+    is_group: Callable[[str], bool],
+    task_fallback: str | None = None,
+    command: Sequence[str] = (),
+) -> Plan:
+    """Expand, compose, validate and write ``trials.parquet`` and ``sweep.yaml``.
+
+    Planning into a dir that already holds the same sweep changes nothing there.
+    """
+    from filelock import FileLock
+
+    design = make_strategy(search).propose(request.space.params)
+    columns = {p.key: data for p, data in design.columns}
+    variants, variant_ids = _variants(request, columns, compose, apply_cluster_overrides,
+                                      is_group, design.n_trials)
+    refs = [_task_ref(v.config, task_fallback) for v in variants]
+    seeds = [int(OmegaConf.select(v.config, "seed", default=search.seed)) for v in variants]
+    table, specs = build_table(request, design, variant_ids, [v.config_hash for v in variants], seeds)
+    fingerprint = _fingerprint(search, variants, specs, request.space.params)
+    _make_dir(paths)
+    with FileLock(str(paths.lock)):
+        existed = _guard_dir(paths, fingerprint)
+        sweep = _sweep_record(paths, search, request, cluster, variants, refs, specs, fingerprint,
+                              table.num_rows, apply_cluster_overrides, command)
+        if not existed:
+            write_trials(table, paths, fingerprint)
+            with atomic_path(paths.sweep_yaml) as tmp:
+                OmegaConf.save(sweep, tmp, resolve=False)
+    return Plan(paths, table, sweep, fingerprint, existed)
+
+
+def _sweep_record(paths: SweepPaths, search: SearchConf, request: SweepRequest,
+                  cluster: ClusterConf, variants: Sequence[Variant], refs: Sequence[str],
+                  specs: Sequence[ParamColumn], fingerprint: str, n_trials: int,
+                  applied: bool, command: Sequence[str]) -> DictConfig:
+    commit, dirty = git_state(Path.cwd())
+    record = {
+        "format": _FORMAT,
+        "fingerprint": fingerprint,
+        "sweeper_version": __version__,
+        "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "command": list(command),
+        "cwd": str(Path.cwd()),
+        "python": sys.executable,
+        "git": {"commit": commit, "dirty": dirty},
+        "n_trials": n_trials,
+        "search": {k: v for k, v in dataclasses.asdict(search).items() if k != "space"},
+        "space": [_space_record(p) for p in request.space.params],
+        "fixed_overrides": request.fixed,
+        "params": [dataclasses.asdict(s) for s in specs],
+        "cluster": dataclasses.asdict(cluster),
+        "cluster_overrides_applied": applied,
+        "variants": [
+            {"choices": list(v.choices), "task_fn": ref, "config_hash": v.config_hash,
+             "config": v.config, "hydra": v.hydra}
+            for v, ref in zip(variants, refs, strict=True)
+        ],
+        "sweep_dir": str(paths.root),
+    }
+    return OmegaConf.create(record)

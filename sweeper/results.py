@@ -1,0 +1,143 @@
+"""Result rows: one Parquet file per trial, written atomically; failures are rows too."""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from sweeper.paths import SweepPaths, atomic_path
+
+__all__ = ["Status", "TrialOutcome", "read_statuses", "write_result"]
+
+
+class Status(str, enum.Enum):
+    """A trial's state. ``missing`` is filled in by merge for trials with no file;
+    ``lost`` marks a SLURM task that vanished without writing a row; ``requeued`` a
+    trial that checkpointed before its time limit and waits to continue."""
+
+    COMPLETED = "completed"
+    FAILED = "failed"
+    PRUNED = "pruned"
+    TIMEOUT = "timeout"
+    CANCELLED = "cancelled"
+    REQUEUED = "requeued"
+    LOST = "lost"
+    MISSING = "missing"
+
+
+@dataclass
+class TrialOutcome:
+    """Everything the runner learnt about one attempt at a trial."""
+
+    status: Status
+    started_at: dt.datetime
+    finished_at: dt.datetime
+    attempt: int = 1
+    metrics: Mapping[str, float | int] = field(default_factory=dict)
+    curve: list[dict[str, Any]] = field(default_factory=list)
+    error: str | None = None
+    traceback: str | None = None
+    device: str = "cpu"
+    config_yaml: str | None = None
+    torch_version: str | None = None
+    provenance: Mapping[str, Any] = field(default_factory=dict)
+
+
+_PROVENANCE_TYPES = {"hostname": pa.string(), "git_commit": pa.string(), "git_dirty": pa.bool_(),
+                     "python_version": pa.string()}
+
+
+def _curve_array(curve: list[dict[str, Any]]) -> pa.Array:
+    if not curve:
+        return pa.nulls(1)
+    names: dict[str, None] = {"epoch": None}
+    for row in curve:
+        names.update(dict.fromkeys(row))
+    fields = [pa.field("epoch", pa.int64())] + [pa.field(n, pa.float64()) for n in names if n != "epoch"]
+    return pa.array([curve], pa.list_(pa.struct(fields)))
+
+
+def _metric_array(value: float | int) -> pa.Array:
+    return pa.array([value], pa.int64() if isinstance(value, int) else pa.float64())
+
+
+def _slurm_ids() -> tuple[str | None, int | None]:
+    job = os.environ.get("SLURM_ARRAY_JOB_ID") or os.environ.get("SLURM_JOB_ID")
+    task = os.environ.get("SLURM_ARRAY_TASK_ID")
+    return job, int(task) if task is not None else None
+
+
+def row_table(trial: pa.Table, outcome: TrialOutcome) -> pa.Table:
+    """The trial's row from trials.parquet, followed by the outcome's columns."""
+    cols: dict[str, pa.Array] = {name: trial.column(name).combine_chunks() for name in trial.column_names}
+    cols["status"] = pa.array([outcome.status.value])
+    for name, value in outcome.metrics.items():
+        cols[name] = _metric_array(value)
+    cols["curve"] = _curve_array(outcome.curve)
+    job, task = _slurm_ids()
+    utc = pa.timestamp("us", tz="UTC")
+    extra: dict[str, tuple[Any, pa.DataType]] = {
+        "error": (outcome.error, pa.string()),
+        "traceback": (outcome.traceback, pa.string()),
+        "started_at": (outcome.started_at, utc),
+        "finished_at": (outcome.finished_at, utc),
+        "duration_s": ((outcome.finished_at - outcome.started_at).total_seconds(), pa.float64()),
+        "attempt": (outcome.attempt, pa.int64()),
+        "slurm_job_id": (job, pa.string()),
+        "slurm_array_task_id": (task, pa.int64()),
+        "device": (outcome.device, pa.string()),
+        "torch_version": (outcome.torch_version, pa.string()),
+        "config_yaml": (outcome.config_yaml, pa.string()),
+    }
+    for name, (value, arrow_type) in extra.items():
+        cols[name] = pa.array([value], arrow_type)
+    for name, value in outcome.provenance.items():
+        cols[name] = pa.array([value], _PROVENANCE_TYPES.get(name))
+    return pa.table(cols)
+
+
+def write_result(paths: SweepPaths, trial: pa.Table, outcome: TrialOutcome) -> bool:
+    """Write the trial's row atomically. A completed result is never replaced:
+    returns False (and writes nothing) when one is already there."""
+    trial_id = trial.column("trial_id")[0].as_py()
+    target = paths.result(trial_id)
+    if read_status(target) == Status.COMPLETED.value:
+        return False
+    table = row_table(trial, outcome)
+    with atomic_path(target) as tmp:
+        # Small uncompressed files without statistics are the cheapest to merge.
+        pq.write_table(table, tmp, compression="none", write_statistics=False)
+    return True
+
+
+def read_status(path: os.PathLike[str] | str) -> str | None:
+    """The status recorded in one result file, or None if it is absent or unreadable."""
+    try:
+        return str(pq.read_table(path, columns=["status"]).column(0)[0].as_py())
+    except (OSError, pa.ArrowException, IndexError, KeyError):
+        return None
+
+
+def read_attempt(path: os.PathLike[str] | str) -> int:
+    try:
+        return int(pq.read_table(path, columns=["attempt"]).column(0)[0].as_py())
+    except (OSError, pa.ArrowException, IndexError, KeyError, TypeError):
+        return 0
+
+
+def read_statuses(paths: SweepPaths, trial_ids: Iterable[int] | None = None) -> dict[int, str]:
+    """trial_id -> recorded status, for every readable result file."""
+    files = paths.result_files() if trial_ids is None else [paths.result(i) for i in trial_ids]
+    statuses = {}
+    for f in files:
+        status = read_status(f)
+        if status is not None:
+            statuses[int(f.stem.split("-")[1])] = status
+    return statuses

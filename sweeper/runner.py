@@ -1,0 +1,227 @@
+"""Run trials inside a worker: trial row -> frozen config -> task(cfg) -> result row.
+
+Used by every executor: the local one runs each trial in a forked child, a SLURM
+array task runs its k trials one after another. Whatever the task does, a row is
+written: ``completed``, ``failed`` (with the traceback) or ``cancelled``.
+
+    python -m sweeper.runner SWEEP_DIR --trials 0,1,2
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import random
+import signal
+import sys
+import time
+import traceback
+from collections.abc import Mapping, Sequence
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.dataset  # noqa: F401 - used by read_trials' filters; imported here for the fork server
+from hydra.core.hydra_config import HydraConfig
+from hydra.core.utils import setup_globals
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from sweeper import context, provenance, taskref
+from sweeper.context import TrialInterrupted
+from sweeper.errors import SweepDirError
+from sweeper.paths import SweepPaths
+from sweeper.results import Status, TrialOutcome, read_attempt, read_status, write_result
+from sweeper.trials import RESERVED_COLUMNS, read_trials
+
+__all__ = ["load_sweep", "run_trials", "trial_config", "write_orphan"]
+
+
+@lru_cache(maxsize=4)
+def load_sweep(root: str) -> DictConfig:
+    path = SweepPaths(Path(root)).sweep_yaml
+    try:
+        return OmegaConf.load(path)  # type: ignore[return-value]
+    except FileNotFoundError:
+        raise SweepDirError(f"{path} does not exist; {root} is not a planned sweep dir") from None
+
+
+def _param_value(spec: Mapping[str, Any], value: Any) -> Any:
+    if spec["encoding"] == "override":
+        from hydra.core.override_parser.overrides_parser import OverridesParser
+
+        return OverridesParser.create().parse_override(f"x={value}").value()
+    return value
+
+
+def trial_config(sweep: DictConfig, trial: Mapping[str, Any]) -> DictConfig:
+    """The trial's config: its frozen variant with the trial's values applied."""
+    variant = sweep.variants[int(trial["variant"])]
+    cfg = OmegaConf.create(OmegaConf.to_container(variant.config, resolve=False))
+    OmegaConf.set_struct(cfg, True)
+    for spec in sweep.params:
+        if spec.group:
+            continue
+        value = _param_value(spec, trial[spec.key])
+        with open_dict(cfg):
+            OmegaConf.update(cfg, spec.key, value, merge=True, force_add=bool(spec.prefix))
+    return cfg
+
+
+def _set_hydra_config(sweep: DictConfig, trial: Mapping[str, Any]) -> None:
+    """Let a task written for Hydra call ``HydraConfig.get()`` as it would under Hydra."""
+    hydra_node = sweep.variants[int(trial["variant"])].get("hydra")
+    if hydra_node is None:
+        return
+    setup_globals()
+    node = OmegaConf.create({"hydra": OmegaConf.to_container(hydra_node, resolve=False)})
+    node.hydra.job.num = int(trial["trial_id"])
+    node.hydra.job.id = os.environ.get("SLURM_JOB_ID", str(trial["trial_id"]))
+    OmegaConf.set_readonly(node.hydra, True)
+    # HydraConfig.set_config insists on a structured HydraConf node, which costs ~40 ms
+    # per trial to build; get() only reads `cfg.hydra`, so set the plain node directly.
+    HydraConfig.instance().cfg = node
+
+
+def seed_everything(seed: int) -> None:
+    """Seed python, numpy and (when the task imported it) torch."""
+    random.seed(seed)
+    try:
+        import numpy as np
+
+        np.random.seed(seed % 2**32)
+    except ImportError:
+        pass
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        torch.manual_seed(seed)
+        threads = os.environ.get("SWEEPER_CPUS_PER_TRIAL")
+        if threads:
+            torch.set_num_threads(int(threads))
+
+
+def to_metrics(value: Any, metric: str) -> dict[str, float | int]:
+    """A task's return value as metric columns; a float is named after ``search.metric``."""
+    def number(name: str, v: Any) -> float | int:
+        if hasattr(v, "item"):
+            v = v.item()
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            raise TypeError(f"the task returned {name}={v!r}; metrics must be numbers")
+        return v
+
+    if isinstance(value, Mapping):
+        out = {str(k): number(str(k), v) for k, v in value.items()}
+    elif value is None:
+        raise TypeError("the task returned None; return the metric (a float) or a dict of floats")
+    else:
+        out = {metric: float(number(metric, value))}
+    clash = sorted(set(out) & RESERVED_COLUMNS)
+    if clash:
+        raise ValueError(f"metric name {clash[0]!r} clashes with a results column; rename it")
+    return out
+
+
+def _provenance(sweep: DictConfig) -> dict[str, Any]:
+    return {
+        "hostname": provenance.host(),
+        "git_commit": sweep.git.commit,
+        "git_dirty": sweep.git.dirty,
+        "python_version": provenance.python_version(),
+    }
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    # The executor sets SWEEPER_DEADLINE; a stop at or after it is the time limit.
+    deadline = float(os.environ.get("SWEEPER_DEADLINE") or "inf")
+    if time.time() >= deadline - 2.0:
+        raise TrialInterrupted("stopped at its time limit (cluster.timeout_min)", "timeout")
+    raise TrialInterrupted(f"stopped by {signal.Signals(signum).name}")
+
+
+def run_one(paths: SweepPaths, sweep: DictConfig, trial: pa.Table) -> Status:
+    """Run one trial and write its row; never raises for the task's own failures."""
+    row = trial.to_pylist()[0]
+    trial_id = int(row["trial_id"])
+    target = paths.result(trial_id)
+    if read_status(target) == Status.COMPLETED.value:
+        return Status.COMPLETED
+    started = dt.datetime.now(dt.timezone.utc)
+    ctx = context.TrialContext(trial_id, paths.root, paths.checkpoint_dir(trial_id))
+    outcome = TrialOutcome(Status.FAILED, started, started, attempt=read_attempt(target) + 1)
+    try:
+        cfg = trial_config(sweep, row)
+        outcome.config_yaml = _yaml(cfg)
+        _set_hydra_config(sweep, row)
+        fn = taskref.load(str(sweep.variants[int(row["variant"])].task_fn))
+        seed_everything(int(row["seed"]))
+        with context.activate(ctx):
+            value = fn(cfg)
+        outcome.metrics = to_metrics(value, str(sweep.search.metric))
+        outcome.status = Status.COMPLETED
+    except TrialInterrupted as ex:
+        outcome.status, outcome.error = Status(ex.status), str(ex)
+    except BaseException as ex:
+        outcome.error = f"{type(ex).__name__}: {ex}"
+        outcome.traceback = traceback.format_exc()
+        if not isinstance(ex, Exception):
+            outcome.status = Status.CANCELLED
+    outcome.finished_at = dt.datetime.now(dt.timezone.utc)
+    outcome.curve = ctx.curve
+    outcome.device = provenance.device_name()
+    outcome.torch_version = provenance.torch_version()
+    outcome.provenance = _provenance(sweep)
+    write_result(paths, trial, outcome)
+    print(f"[sweeper] trial {trial_id}: {outcome.status.value}"
+          + (f" ({outcome.error})" if outcome.error else ""), flush=True)
+    return outcome.status
+
+
+def write_orphan(paths: SweepPaths, trial_id: int, status: Status, error: str,
+                 started_at: dt.datetime | None = None) -> None:
+    """Write the row of a trial whose process died before it could write one itself."""
+    sweep = load_sweep(str(paths.root))
+    now = dt.datetime.now(dt.timezone.utc)
+    outcome = TrialOutcome(status, started_at or now, now, error=error,
+                           attempt=read_attempt(paths.result(trial_id)) + 1,
+                           provenance=_provenance(sweep))
+    write_result(paths, read_trials(paths, [trial_id]), outcome)
+
+
+def _yaml(cfg: DictConfig) -> str:
+    try:
+        return OmegaConf.to_yaml(cfg, resolve=True)
+    except Exception:  # an interpolation that only resolves inside the task
+        return OmegaConf.to_yaml(cfg, resolve=False)
+
+
+def run_trials(sweep_dir: Path, trial_ids: Sequence[int]) -> int:
+    """Run the given trials in order; exit code 0 if all completed, 1 if any failed,
+    130 if interrupted. Trials with a completed result are skipped."""
+    paths = SweepPaths(sweep_dir)
+    sweep = load_sweep(str(paths.root))
+    table = read_trials(paths, trial_ids)
+    by_id = {tid: i for i, tid in enumerate(table.column("trial_id").to_pylist())}
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    code = 0
+    for tid in trial_ids:
+        status = run_one(paths, sweep, table.slice(by_id[tid], 1))
+        if status in (Status.CANCELLED, Status.TIMEOUT):
+            return 130
+        if status != Status.COMPLETED:
+            code = 1
+    return code
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m sweeper.runner",
+                                     description="Run trials of a planned sweep in this process.")
+    parser.add_argument("sweep_dir", type=Path)
+    parser.add_argument("--trials", required=True, help="comma-separated trial ids")
+    args = parser.parse_args(argv)
+    ids = [int(x) for x in args.trials.split(",") if x.strip()]
+    return run_trials(args.sweep_dir, ids)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
