@@ -108,9 +108,10 @@ def _resume(args: argparse.Namespace) -> int:
     cluster = validate(sweep.cluster, ClusterConf, "cluster")
     if args.max_parallel is not None:
         cluster = dataclasses.replace(cluster, max_parallel=args.max_parallel)
+    trials = read_trials(paths)
     executor = make_executor(cluster)
     err.print(f"[sweeper] resuming {paths.root} on: {executor.describe()}")
-    result = run_pending(paths, sweep, read_trials(paths), executor, args.retry_failed)
+    result = run_pending(paths, sweep, trials, executor, args.retry_failed)
     if result.interrupted:
         err.print(f"[sweeper] stopped. Continue with `sweeper resume {paths.root}`")
     elif not result.job_ids:

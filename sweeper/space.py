@@ -9,6 +9,7 @@ the value and the fix.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -17,7 +18,7 @@ import numpy as np
 
 from sweeper.errors import SpaceError, closest
 
-__all__ = ["Param", "SearchSpace", "encode_value", "param_from_yaml"]
+__all__ = ["Param", "SearchSpace", "encode_value", "param_from_yaml", "quote"]
 
 TYPES = ("categorical", "uniform", "loguniform", "int")
 _ALLOWED = {
@@ -28,15 +29,42 @@ _ALLOWED = {
 }
 
 
+def quote(text: str) -> str:
+    """Quote a string for Hydra's override grammar, whatever characters it holds.
+
+    Hydra reads a backslash as an escape only before a quote or at the end.
+
+    >>> quote("it's")
+    "'it\\\\'s'"
+    """
+    body = re.sub(r"(\\*)'", lambda m: m.group(1) * 2 + "\\'", text)
+    body = re.sub(r"(\\+)$", lambda m: m.group(1) * 2, body)
+    return f"'{body}'"
+
+
 def encode_value(value: Any) -> str:
-    """The Hydra override string for a Python value, as Hydra itself writes it.
+    """The Hydra override string for a Python value, as Hydra writes it where it can.
 
     >>> encode_value(0.001), encode_value("adam"), encode_value([1, 2])
     ('0.001', 'adam', '[1,2]')
     """
+    from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.core.override_parser.types import Transformer
 
-    return Transformer.str(value)
+    def round_trips(text: str) -> bool:
+        try:
+            parsed = OverridesParser.create().parse_override(f"x={text}").value()
+        except Exception:
+            return False
+        return bool(parsed == value and type(parsed) is type(value))
+
+    text = Transformer.str(value)
+    if isinstance(value, (bool, int, float)) or value is None or round_trips(text):
+        return text
+    if isinstance(value, str) and round_trips(quote(value)):
+        return quote(value)
+    raise SpaceError(f"the value {value!r} cannot be written as a Hydra override; use plain "
+                     "strings, numbers, lists or dicts")
 
 
 @dataclass(frozen=True)

@@ -181,7 +181,10 @@ class LocalExecutor(Executor):
 
         code = r.process.exitcode
         how = f"signal {signal.Signals(-code).name}" if code and code < 0 else f"exit code {code}"
-        status = Status.TIMEOUT if r.stop_sent and r.deadline else Status.FAILED
+        status = Status.FAILED
+        if r.stop_sent:  # we stopped it: at its time limit, or because the sweep was cancelled
+            timed_out = r.deadline is not None and time.monotonic() >= r.deadline
+            status = Status.TIMEOUT if timed_out else Status.CANCELLED
         write_orphan(paths, r.trial_id, status,
                      f"the trial's process ended with {how} before writing a result (killed "
                      f"by the OS, e.g. out of memory, or by a user); see {paths.local_log(r.slot)}",

@@ -1,0 +1,50 @@
+"""Shared fixtures: run the real CLI in a subprocess, and paths that are hard on shells."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+TESTS = Path(__file__).resolve().parent
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 300,
+            cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
+    """``python -m sweeper ARGS`` in a fresh process, with the test tasks importable."""
+    full_env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), str(ROOT)])}
+    full_env.pop("SLURM_JOB_ID", None)
+    full_env.update(env or {})
+    return subprocess.run([sys.executable, "-m", "sweeper", *args], cwd=cwd, env=full_env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture
+def cli() -> Callable[..., subprocess.CompletedProcess[str]]:
+    return run_cli
+
+
+@pytest.fixture
+def weird_path(tmp_path: Path) -> Path:
+    """A directory whose name holds spaces, quotes, a semicolon and a newline."""
+    path = tmp_path / "we ird 'q' \"dq\" ;rm -rf x;\nline"
+    path.mkdir()
+    return path
+
+
+def read_results(sweep_dir: Path) -> list[dict]:
+    return pq.read_table(sweep_dir / "results.parquet").to_pylist()
+
+
+def result_rows(sweep_dir: Path) -> dict[int, dict]:
+    rows = {}
+    for f in sorted((sweep_dir / "results").glob("trial-*.parquet")):
+        row = pq.read_table(f).to_pylist()[0]
+        rows[row["trial_id"]] = row
+    return rows

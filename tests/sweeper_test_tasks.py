@@ -1,0 +1,39 @@
+"""Tasks used by the tests. Markers (files) decide which trials misbehave, so a test
+can make a trial fail once and succeed on resume."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import sweeper
+
+
+def behave(cfg: Any) -> dict[str, float]:
+    x = int(cfg.x)
+    markers = Path(str(cfg.get("markers", "/nonexistent")))
+    if (markers / f"raise-{x}").exists():
+        raise RuntimeError(f"planned failure of x={x}")
+    if (markers / f"kill-{x}").exists():
+        os.kill(os.getpid(), signal.SIGKILL)
+    (markers / f"ran-{x}-{os.getpid()}").touch() if markers.is_dir() else None
+    time.sleep(float(cfg.get("sleep_s", 0.0)))
+    for epoch in range(2):
+        sweeper.report(epoch=epoch, val_loss=x + 1.0 / (epoch + 1))
+    return {"val_loss": float(x), "x_seen": x}
+
+
+def gpu_slot(cfg: Any) -> dict[str, float]:
+    """Returns which GPU the executor gave this trial."""
+    time.sleep(0.3)
+    return {"val_loss": float(os.environ.get("CUDA_VISIBLE_DEVICES", "-1"))}
+
+
+def hydra_aware(cfg: Any) -> float:
+    """A task written for Hydra: it asks HydraConfig for its job number."""
+    from hydra.core.hydra_config import HydraConfig
+
+    return float(HydraConfig.get().job.num)

@@ -1,0 +1,113 @@
+"""Grid and random strategies: exact products, Hydra's order, seeded draws."""
+
+from __future__ import annotations
+
+import itertools
+import math
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from sweeper.errors import SpaceError
+from sweeper.space import Param, param_from_yaml
+from sweeper.strategies import GridStrategy, RandomStrategy, make_strategy
+from sweeper.schema import SearchConf
+
+
+def _points(design) -> list[tuple]:
+    cols = []
+    for p, data in design.columns:
+        cols.append([p.choices[i] if p.kind == "categorical" else v
+                     for i, v in zip(data.tolist(), data.tolist())])
+    return list(zip(*cols))
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.lists(st.integers(-50, 50), min_size=1, max_size=5, unique=True),
+                min_size=1, max_size=4))
+def test_grid_is_the_exact_product(value_lists: list[list[int]]) -> None:
+    params = tuple(Param.categorical(f"k{i}", v) for i, v in enumerate(value_lists))
+    design = GridStrategy().propose(params)
+    points = _points(design)
+    assert design.n_trials == math.prod(len(v) for v in value_lists)
+    assert len(set(points)) == len(points)
+    assert points == list(itertools.product(*value_lists))  # last key varies fastest
+
+
+def test_grid_refuses_over_the_limit_with_the_count() -> None:
+    params = tuple(Param.categorical(f"k{i}", list(range(10))) for i in range(4))
+    with pytest.raises(SpaceError, match=r"10,000 points \(10 x 10 x 10 x 10\)"):
+        GridStrategy(max_size=9_999).propose(params)
+
+
+def test_grid_n_trials_cap_is_an_error_unless_allowed() -> None:
+    params = (Param.categorical("a", [1, 2, 3]),)
+    with pytest.raises(SpaceError, match="would cut the 3-point grid"):
+        GridStrategy(n_trials=2).propose(params)
+    assert GridStrategy(n_trials=2, allow_truncate=True).propose(params).n_trials == 2
+
+
+def test_random_is_seeded_and_honours_log_and_steps() -> None:
+    params = (
+        param_from_yaml("lr", {"type": "loguniform", "low": 1e-5, "high": 1e-1}),
+        param_from_yaml("h", {"type": "int", "low": 16, "high": 128, "step": 16}),
+        param_from_yaml("d", {"type": "uniform", "low": 0.0, "high": 0.5}),
+    )
+    a = RandomStrategy(500, seed=3).propose(params)
+    b = RandomStrategy(500, seed=3).propose(params)
+    c = RandomStrategy(500, seed=4).propose(params)
+    lr, h, d = (data for _, data in a.columns)
+    assert all(np.array_equal(x, y) for (_, x), (_, y) in zip(a.columns, b.columns))
+    assert not np.array_equal(a.columns[0][1], c.columns[0][1])
+    assert lr.min() >= 1e-5 and lr.max() <= 1e-1
+    # log-uniform: about a quarter of the draws in each of the four decades
+    per_decade = np.histogram(np.log10(lr), bins=[-5, -4, -3, -2, -1])[0]
+    assert per_decade.min() > 80
+    assert set(h.tolist()) <= set(range(16, 129, 16)) and h.dtype == np.int64
+    assert 0.0 <= d.min() and d.max() <= 0.5
+
+
+def test_random_never_repeats_a_point_of_a_finite_space() -> None:
+    params = (Param.categorical("a", [1, 2, 3]), param_from_yaml("b", {"type": "int", "low": 0, "high": 3}))
+    design = RandomStrategy(12, seed=0).propose(params)
+    points = _points(design)
+    assert len(set(points)) == 12
+
+
+def test_random_int_log_space_without_repeats() -> None:
+    params = (param_from_yaml("b", {"type": "int", "low": 1, "high": 8, "log": True}),)
+    design = RandomStrategy(8, seed=1).propose(params)
+    assert sorted(design.columns[0][1].tolist()) == list(range(1, 9))
+
+
+def test_random_asking_for_more_than_the_space_holds_is_an_error() -> None:
+    with pytest.raises(SpaceError, match="exceeds the 6 distinct points"):
+        RandomStrategy(7).propose((Param.categorical("a", [1, 2]), Param.categorical("b", [1, 2, 3])))
+
+
+@pytest.mark.parametrize(("conf", "fragment"), [
+    (SearchConf(method="bayes"), "unknown search.method 'bayes'"),
+    (SearchConf(method="random"), "needs search.n_trials"),
+    (SearchConf(method="random", n_trials=0), "must be a positive integer, got 0"),
+    (SearchConf(method="grid", n_trials=-3), "must be a positive integer, got -3"),
+])
+def test_bad_search_settings(conf: SearchConf, fragment: str) -> None:
+    with pytest.raises(SpaceError, match=fragment):
+        make_strategy(conf)
+
+
+def test_random_table_is_identical_in_two_fresh_processes() -> None:
+    code = (
+        "from sweeper.space import param_from_yaml as p;"
+        "from sweeper.strategies import RandomStrategy as R;"
+        "d=R(50, seed=7).propose((p('lr',{'type':'loguniform','low':1e-4,'high':1e-2}),"
+        "p('b',[1,2,3]), p('h',{'type':'int','low':1,'high':9})));"
+        "print([c.tolist() for _, c in d.columns])"
+    )
+    runs = [subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                           check=True).stdout for _ in range(2)]
+    assert runs[0] == runs[1] and len(runs[0]) > 100
