@@ -16,12 +16,12 @@ import sweeper.runner  # noqa: F401
 for _name in filter(None, os.environ.get("SWEEPER_PRELOAD", "").split(",")):
     try:
         importlib.import_module(_name)
-    except BaseException:  # noqa: BLE001, S110 - the trial itself reports the import error
+    except BaseException:  # the trial itself reports the import error
         pass
 
 if "torch" in sys.modules:
     # torch imports its compiler stack (1.3 s) the first time an optimizer is built; pay it here.
     try:
         importlib.import_module("torch._dynamo")
-    except BaseException:  # noqa: BLE001, S110
+    except BaseException:  # only an optimisation
         pass

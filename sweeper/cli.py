@@ -12,6 +12,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from sweeper.errors import ConfigError, SweeperError
 
@@ -102,7 +103,7 @@ def _hydra(args: Sequence[str], plan: bool) -> int:
 
 
 def _dir_command(name: str, help_text: str, add: Callable[[argparse.ArgumentParser], None],
-                 sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+                 sub: Any) -> None:
     p = sub.add_parser(name, help=help_text, description=help_text)
     p.add_argument("dir", type=Path, help="the sweep dir (hydra.sweep.dir)")
     add(p)

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import math
 from typing import Any
 
 from rich.table import Table
 
-from sweeper.console import err, out
+from sweeper.console import err, fmt, out
 from sweeper.errors import ConfigError
 from sweeper.paths import SweepPaths
 
@@ -27,12 +26,6 @@ def _paths(args: argparse.Namespace) -> SweepPaths:
     return paths
 
 
-def _fmt(value: Any) -> str:
-    if isinstance(value, float):
-        return "nan" if math.isnan(value) else f"{value:.6g}"
-    return str(value)
-
-
 def print_top(results: Any, metric: str, direction: str, keys: list[str], k: int = 5) -> None:
     from sweeper.merge import top_trials
 
@@ -41,15 +34,16 @@ def print_top(results: Any, metric: str, direction: str, keys: list[str], k: int
     for name in ["trial_id", metric, *keys]:
         table.add_column(name)
     for row in top.to_pylist():
-        table.add_row(*(_fmt(row.get(n)) for n in ["trial_id", metric, *keys]))
+        table.add_row(*(fmt(row.get(n)) for n in ["trial_id", metric, *keys]))
     out.print(table)
 
 
-def _merge(args: argparse.Namespace) -> int:
+def merge_and_show(paths: SweepPaths, metric: str | None = None, direction: str | None = None,
+                   top: int = 5) -> None:
+    """Merge the sweep dir's results and print the counts and the best trials."""
     from sweeper.merge import merge
     from sweeper.runner import load_sweep
 
-    paths = _paths(args)
     sweep = load_sweep(str(paths.root))
     result = merge(paths)
     for path, why in result.skipped:
@@ -58,9 +52,12 @@ def _merge(args: argparse.Namespace) -> int:
     summary = ", ".join(f"{c['trial_id_count']} {c['status']}" for c in counts)
     out.print(f"[sweeper] {result.results.num_rows} trials ({summary}) -> {paths.merged}; "
               f"{result.curves.num_rows} curve points -> {paths.curves}")
-    metric = args.metric or str(sweep.search.metric)
-    direction = args.direction or str(sweep.search.direction)
-    print_top(result.results, metric, direction, [str(p.key) for p in sweep.params], args.top)
+    print_top(result.results, metric or str(sweep.search.metric),
+              direction or str(sweep.search.direction), [str(p.key) for p in sweep.params], top)
+
+
+def _merge(args: argparse.Namespace) -> int:
+    merge_and_show(_paths(args), args.metric, args.direction, args.top)
     return 0
 
 
@@ -112,12 +109,20 @@ def _resume(args: argparse.Namespace) -> int:
     executor = make_executor(cluster)
     err.print(f"[sweeper] resuming {paths.root} on: {executor.describe()}")
     result = run_pending(paths, sweep, trials, executor, args.retry_failed)
+    finish(paths, result)
+    return result.exit_code
+
+
+def finish(paths: SweepPaths, result: Any) -> None:
+    """After a launch: say how to continue, or merge and show the best trials."""
+    if result.job_ids:
+        return
     if result.interrupted:
         err.print(f"[sweeper] stopped. Continue with `sweeper resume {paths.root}`")
-    elif not result.job_ids:
-        done = ", ".join(f"{n} {s}" for s, n in sorted(result.statuses.items())) or "nothing run"
-        err.print(f"[sweeper] finished: {done}. Table of results: `sweeper merge {paths.root}`")
-    return result.exit_code
+        return
+    done = ", ".join(f"{n} {s}" for s, n in sorted(result.statuses.items())) or "nothing run"
+    err.print(f"[sweeper] finished: {done}")
+    merge_and_show(paths)
 
 
 def add_resume(p: argparse.ArgumentParser) -> None:

@@ -15,6 +15,7 @@ from rich.table import Table
 
 from sweeper import taskref
 from sweeper.console import err as console
+from sweeper.console import fmt
 from sweeper.errors import SweeperError
 from sweeper.executors import LaunchResult, make_executor, resolve_executor
 from sweeper.launch import run_pending
@@ -35,7 +36,7 @@ def _composer(loader: Any, master: DictConfig) -> Callable[[list[str]], DictConf
 
     def compose(overrides: list[str]) -> DictConfig:
         try:
-            return loader.load_sweep_config(master, list(overrides))  # type: ignore[no-any-return]
+            return loader.load_sweep_config(master, list(overrides))  # type: ignore[no-any-return,unused-ignore]
         except SweeperError:
             raise
         except Exception as ex:
@@ -69,7 +70,7 @@ def _print_head(plan: Plan, rows: int = 5) -> None:
     for name in ["trial_id", *keys, "seed", "config_hash"]:
         table.add_column(name)
     for row in plan.table.slice(0, rows).to_pylist():
-        table.add_row(*(str(row[k]) for k in ["trial_id", *keys, "seed", "config_hash"]))
+        table.add_row(*(fmt(row[k]) for k in ["trial_id", *keys, "seed", "config_hash"]))
     console.print(table)
 
 
@@ -102,15 +103,7 @@ def run_sweep(master: DictConfig, hydra_context: Any, task_function: Any,
         last_result = LaunchResult()
         return last_result
     last_result = run_pending(paths, plan.sweep, plan.table, executor, settings.retry_failed)
-    _print_outcome(paths, last_result)
+    from sweeper.commands import finish
+
+    finish(paths, last_result)
     return last_result
-
-
-def _print_outcome(paths: SweepPaths, result: LaunchResult) -> None:
-    if result.job_ids:
-        return
-    if result.interrupted:
-        console.print(f"[sweeper] stopped. Finish the sweep with `sweeper resume {paths.root}`")
-        return
-    counts = ", ".join(f"{n} {s}" for s, n in sorted(result.statuses.items())) or "nothing run"
-    console.print(f"[sweeper] finished: {counts}. Table of results: `sweeper merge {paths.root}`")

@@ -195,7 +195,7 @@ def _guard_dir(paths: SweepPaths, fingerprint: str) -> bool:
     """True when the dir already holds this sweep; refuse another sweep's dir."""
     if paths.sweep_yaml.is_file():
         try:
-            old = OmegaConf.load(paths.sweep_yaml).get("fingerprint")
+            old = OmegaConf.to_container(OmegaConf.load(paths.sweep_yaml)).get("fingerprint")  # type: ignore[union-attr]
         except Exception:
             old = "<unreadable sweep.yaml>"
         if old != fingerprint:

@@ -74,9 +74,9 @@ class SweepProgress:
         if not force and now - self._last_plain < self.plain_every_s and done < self.total:
             return
         elapsed = now - self._started
-        eta = elapsed / done * (self.total - done) if done else float("nan")
+        eta = f"{elapsed / done * (self.total - done):.0f}s" if done else "?"
         line = (f"[sweeper] {done}/{self.total} done, {running} running, {failed} failed, "
-                f"elapsed {elapsed:.0f}s, ETA {eta:.0f}s")
+                f"elapsed {elapsed:.0f}s, ETA {eta}")
         if line != self._last_line:
             print(line, file=sys.stderr, flush=True)
             self._last_line = line

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.dataset  # noqa: F401 - used by read_trials' filters; imported here for the fork server
+import pyarrow.dataset  # read_trials' filters need it: import it once, in the fork server
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.utils import setup_globals
 from omegaconf import DictConfig, OmegaConf, open_dict
@@ -59,6 +59,7 @@ def trial_config(sweep: DictConfig, trial: Mapping[str, Any]) -> DictConfig:
     """The trial's config: its frozen variant with the trial's values applied."""
     variant = sweep.variants[int(trial["variant"])]
     cfg = OmegaConf.create(OmegaConf.to_container(variant.config, resolve=False))
+    assert isinstance(cfg, DictConfig)
     OmegaConf.set_struct(cfg, True)
     for spec in sweep.params:
         if spec.group:
@@ -81,7 +82,7 @@ def _set_hydra_config(sweep: DictConfig, trial: Mapping[str, Any]) -> None:
     OmegaConf.set_readonly(node.hydra, True)
     # HydraConfig.set_config insists on a structured HydraConf node, which costs ~40 ms
     # per trial to build; get() only reads `cfg.hydra`, so set the plain node directly.
-    HydraConfig.instance().cfg = node
+    HydraConfig.instance().cfg = node  # type: ignore[assignment]
 
 
 def seed_everything(seed: int) -> None:

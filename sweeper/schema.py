@@ -117,6 +117,6 @@ def validate(node: DictConfig | dict[str, Any] | None, schema: type[T], where: s
     except ValidationError as ex:
         key = str(getattr(ex, "full_key", "") or getattr(ex, "key", ""))
         raise ConfigError(
-            f"'{where}.{key}' has a value of the wrong type: {ex.msg.splitlines()[0]}"
+            f"'{where}.{key}' has a value of the wrong type: {str(ex.msg or ex).splitlines()[0]}"
         ) from None
     return OmegaConf.to_object(merged)  # type: ignore[return-value]

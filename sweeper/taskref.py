@@ -126,4 +126,4 @@ def load(ref: str) -> Callable[..., Any]:
         obj = getattr(obj, part)
     if not callable(obj):
         raise _bad(ref, f"{attr!r} is a {type(obj).__name__}, not a function")
-    return obj  # type: ignore[no-any-return]
+    return obj  # type: ignore[no-any-return,unused-ignore]

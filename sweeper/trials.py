@@ -86,28 +86,30 @@ def _column(p: Param, data: np.ndarray) -> tuple[pa.Array, str]:
     return pa.array(data, pa.int64() if p.kind == "int" else pa.float64()), "value"
 
 
-def _labels(p: Param, data: np.ndarray) -> pa.Array:
+def _labels(p: Param, data: np.ndarray) -> tuple[list[str], np.ndarray]:
+    """The override strings a parameter uses, and each trial's index into them."""
     if p.kind == "categorical":
-        strings = [f"{p.override_key}={label}" for label in p.labels]
-        return pa.array(strings, pa.string()).take(pa.array(data))
-    return pa.array([f"{p.override_key}={encode_value(v)}" for v in data.tolist()], pa.string())
+        return [f"{p.override_key}={label}" for label in p.labels], data
+    strings = [f"{p.override_key}={encode_value(v)}" for v in data.tolist()]
+    return strings, np.arange(len(strings))
 
 
 def _overrides(request: SweepRequest, design: Design, n: int) -> pa.Array:
+    """list<dictionary<string>>: each trial's override strings, sharing one dictionary,
+    so a million trials cost a few integer arrays instead of millions of strings."""
     by_key = {p.key: (p, data) for p, data in design.columns}
-    parts: list[pa.Array] = []
+    dictionary: list[str] = []
+    codes: list[np.ndarray] = []
     for _, entry in request.entries:
-        if isinstance(entry, str):
-            parts.append(pa.array([entry], pa.string()).take(pa.array(np.zeros(n, np.int64))))
-        else:
-            parts.append(_labels(*by_key[entry.key]))
-    k = len(parts)
-    if k == 0:
-        return pa.ListArray.from_arrays(pa.array(np.zeros(n + 1, np.int32)), pa.array([], pa.string()))
-    flat = pa.concat_arrays(parts)
-    j = np.arange(n * k, dtype=np.int64)
-    interleaved = flat.take(pa.array((j % k) * n + j // k))
-    return pa.ListArray.from_arrays(pa.array(np.arange(0, n * k + 1, k, dtype=np.int32)), interleaved)
+        strings, index = ([entry], np.zeros(n, np.int64)) if isinstance(entry, str) \
+            else _labels(*by_key[entry.key])
+        codes.append(index.astype(np.int32) + len(dictionary))
+        dictionary.extend(strings)
+    k = len(codes)
+    flat = np.stack(codes, axis=1).ravel() if k else np.zeros(0, np.int32)
+    values = pa.DictionaryArray.from_arrays(pa.array(flat, pa.int32()), pa.array(dictionary, pa.string()))
+    return pa.ListArray.from_arrays(pa.array(np.arange(0, n * k + 1, max(k, 1), dtype=np.int32)
+                                             if k else np.zeros(n + 1, np.int32)), values)
 
 
 def _contribution(p: Param, data: np.ndarray) -> np.ndarray:

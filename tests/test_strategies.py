@@ -13,9 +13,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sweeper.errors import SpaceError
+from sweeper.schema import SearchConf
 from sweeper.space import Param, param_from_yaml
 from sweeper.strategies import GridStrategy, RandomStrategy, make_strategy
-from sweeper.schema import SearchConf
 
 
 def _points(design) -> list[tuple]:

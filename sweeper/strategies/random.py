@@ -32,7 +32,7 @@ class RandomStrategy(Strategy):
     def propose(self, params: tuple[Param, ...]) -> Design:
         rng = np.random.default_rng(self.seed)
         sizes = [p.size for p in params]
-        total = math.prod(sizes) if all(s is not None for s in sizes) else None  # type: ignore[misc]
+        total = None if any(s is None for s in sizes) else math.prod(s or 0 for s in sizes)
         if total is not None and self.n_trials > total:
             raise SpaceError(
                 f"search.n_trials={self.n_trials} exceeds the {total} distinct points of "
@@ -70,7 +70,7 @@ def _sample(p: Param, n: int, rng: np.random.Generator) -> np.ndarray:
     if p.log:
         return np.exp(rng.uniform(math.log(lo), math.log(hi), size=n))
     if p.finite:
-        return _lattice(p, rng.integers(0, p.size, size=n))  # type: ignore[arg-type]
+        return _lattice(p, rng.integers(0, p.size or 1, size=n))
     return rng.uniform(lo, hi, size=n)
 
 

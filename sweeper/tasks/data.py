@@ -3,6 +3,7 @@ multi-step forecasts are hard enough that learning rate, width and depth matter.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import lru_cache
 
 import numpy as np
@@ -47,7 +48,7 @@ def lorenz(length: int, seed: int, dt: float = 0.01, every: int = 5) -> np.ndarr
     return out
 
 
-SERIES = {"mackey_glass": mackey_glass, "lorenz": lorenz}
+SERIES: dict[str, Callable[[int, int], np.ndarray]] = {"mackey_glass": mackey_glass, "lorenz": lorenz}
 
 
 @lru_cache(maxsize=8)

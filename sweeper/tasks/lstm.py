@@ -35,7 +35,7 @@ class LSTMRegressor(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out, _ = self.lstm(x)
-        return self.head(self.dropout(out[:, -1]))  # type: ignore[no-any-return]
+        return self.head(self.dropout(out[:, -1]))  # type: ignore[no-any-return,unused-ignore]
 
 
 def _scheduler(opt: torch.optim.Optimizer, cfg: Any, epochs: int) -> Any:
