@@ -11,12 +11,20 @@ import importlib
 import os
 import sys
 
-import sweeper.runner  # noqa: F401
+import sweeper.runner
 
 for _name in filter(None, os.environ.get("SWEEPER_PRELOAD", "").split(",")):
     try:
         importlib.import_module(_name)
     except BaseException:  # the trial itself reports the import error
+        pass
+
+_sweep_dir = os.environ.get("SWEEPER_PRELOAD_SWEEP")
+if _sweep_dir:
+    # Parsed once here, the frozen sweep (and its YAML parse) is shared by every trial.
+    try:
+        sweeper.runner.warm(_sweep_dir)
+    except BaseException:  # the trial reports it
         pass
 
 if "torch" in sys.modules:

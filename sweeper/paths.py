@@ -76,6 +76,11 @@ class SweepPaths:
         return sorted(p for p in self.results_dir.glob("trial-*.parquet"))
 
 
+# mkstemp creates 0600 files; results should be as readable as any file the user writes.
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
 @contextlib.contextmanager
 def atomic_path(target: Path) -> Iterator[Path]:
     """Yield a hidden temp path beside ``target``; rename it over ``target`` on success.
@@ -85,6 +90,7 @@ def atomic_path(target: Path) -> Iterator[Path]:
     """
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    os.fchmod(fd, 0o666 & ~_UMASK)
     os.close(fd)
     try:
         yield Path(tmp)

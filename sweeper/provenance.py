@@ -7,6 +7,7 @@ import platform
 import socket
 import subprocess
 import sys
+from functools import lru_cache
 from importlib import metadata
 from pathlib import Path
 
@@ -40,8 +41,13 @@ def torch_version() -> str | None:
     """torch's version without importing it (importing costs over a second)."""
     if "torch" in sys.modules:
         return str(sys.modules["torch"].__version__)
+    return _installed_version("torch")
+
+
+@lru_cache(maxsize=8)
+def _installed_version(dist: str) -> str | None:
     try:
-        return metadata.version("torch")
+        return metadata.version(dist)
     except metadata.PackageNotFoundError:
         return None
 

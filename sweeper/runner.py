@@ -35,7 +35,7 @@ from sweeper.paths import SweepPaths
 from sweeper.results import Status, TrialOutcome, read_attempt, read_status, write_result
 from sweeper.trials import RESERVED_COLUMNS, read_trials
 
-__all__ = ["load_sweep", "run_trials", "trial_config", "write_orphan"]
+__all__ = ["load_sweep", "run_rows", "run_trials", "trial_config", "write_orphan"]
 
 
 @lru_cache(maxsize=4)
@@ -55,10 +55,16 @@ def _param_value(spec: Mapping[str, Any], value: Any) -> Any:
     return value
 
 
-def trial_config(sweep: DictConfig, trial: Mapping[str, Any]) -> DictConfig:
+@lru_cache(maxsize=64)
+def _variant_container(root: str, variant: int) -> dict[str, Any]:
+    node = load_sweep(root).variants[variant].config
+    return OmegaConf.to_container(node, resolve=False)  # type: ignore[return-value]
+
+
+def trial_config(root: str, trial: Mapping[str, Any]) -> DictConfig:
     """The trial's config: its frozen variant with the trial's values applied."""
-    variant = sweep.variants[int(trial["variant"])]
-    cfg = OmegaConf.create(OmegaConf.to_container(variant.config, resolve=False))
+    sweep = load_sweep(root)
+    cfg = OmegaConf.create(_variant_container(root, int(trial["variant"])))
     assert isinstance(cfg, DictConfig)
     OmegaConf.set_struct(cfg, True)
     for spec in sweep.params:
@@ -70,19 +76,35 @@ def trial_config(sweep: DictConfig, trial: Mapping[str, Any]) -> DictConfig:
     return cfg
 
 
-def _set_hydra_config(sweep: DictConfig, trial: Mapping[str, Any]) -> None:
-    """Let a task written for Hydra call ``HydraConfig.get()`` as it would under Hydra."""
-    hydra_node = sweep.variants[int(trial["variant"])].get("hydra")
+@lru_cache(maxsize=64)
+def _hydra_node(root: str, variant: int) -> DictConfig | None:
+    hydra_node = load_sweep(root).variants[variant].get("hydra")
     if hydra_node is None:
+        return None
+    return OmegaConf.create({"hydra": OmegaConf.to_container(hydra_node, resolve=False)})
+
+
+def _set_hydra_config(root: str, trial: Mapping[str, Any]) -> None:
+    """Let a task written for Hydra call ``HydraConfig.get()`` as it would under Hydra."""
+    node = _hydra_node(root, int(trial["variant"]))
+    if node is None:
         return
     setup_globals()
-    node = OmegaConf.create({"hydra": OmegaConf.to_container(hydra_node, resolve=False)})
+    OmegaConf.set_readonly(node.hydra, False)
     node.hydra.job.num = int(trial["trial_id"])
     node.hydra.job.id = os.environ.get("SLURM_JOB_ID", str(trial["trial_id"]))
     OmegaConf.set_readonly(node.hydra, True)
     # HydraConfig.set_config insists on a structured HydraConf node, which costs ~40 ms
     # per trial to build; get() only reads `cfg.hydra`, so set the plain node directly.
     HydraConfig.instance().cfg = node  # type: ignore[assignment]
+
+
+def warm(root: str) -> None:
+    """Parse the sweep and its variants once (the fork server shares them with every trial)."""
+    for i in range(len(load_sweep(root).variants)):
+        _variant_container(root, i)
+        _hydra_node(root, i)
+    provenance.torch_version()
 
 
 def seed_everything(seed: int) -> None:
@@ -151,9 +173,9 @@ def run_one(paths: SweepPaths, sweep: DictConfig, trial: pa.Table) -> Status:
     ctx = context.TrialContext(trial_id, paths.root, paths.checkpoint_dir(trial_id))
     outcome = TrialOutcome(Status.FAILED, started, started, attempt=read_attempt(target) + 1)
     try:
-        cfg = trial_config(sweep, row)
+        cfg = trial_config(str(paths.root), row)
         outcome.config_yaml = _yaml(cfg)
-        _set_hydra_config(sweep, row)
+        _set_hydra_config(str(paths.root), row)
         fn = taskref.load(str(sweep.variants[int(row["variant"])].task_fn))
         seed_everything(int(row["seed"]))
         with context.activate(ctx):
@@ -196,22 +218,30 @@ def _yaml(cfg: DictConfig) -> str:
         return OmegaConf.to_yaml(cfg, resolve=False)
 
 
-def run_trials(sweep_dir: Path, trial_ids: Sequence[int]) -> int:
-    """Run the given trials in order; exit code 0 if all completed, 1 if any failed,
-    130 if interrupted. Trials with a completed result are skipped."""
+def run_rows(sweep_dir: Path, rows: pa.Table) -> int:
+    """Run the given rows of the trial table in order. Exit code: 0 if all completed, 1 if
+    any failed, 130 if stopped. Trials that already have a completed result are skipped."""
     paths = SweepPaths(sweep_dir)
     sweep = load_sweep(str(paths.root))
-    table = read_trials(paths, trial_ids)
-    by_id = {tid: i for i, tid in enumerate(table.column("trial_id").to_pylist())}
     signal.signal(signal.SIGTERM, _on_sigterm)
     code = 0
-    for tid in trial_ids:
-        status = run_one(paths, sweep, table.slice(by_id[tid], 1))
+    for i in range(rows.num_rows):
+        status = run_one(paths, sweep, rows.slice(i, 1))
         if status in (Status.CANCELLED, Status.TIMEOUT):
             return 130
         if status != Status.COMPLETED:
             code = 1
     return code
+
+
+def run_trials(sweep_dir: Path, trial_ids: Sequence[int]) -> int:
+    """Run trials by id (see :func:`run_rows`)."""
+    table = read_trials(SweepPaths(sweep_dir), trial_ids)
+    by_id = {tid: i for i, tid in enumerate(table.column("trial_id").to_pylist())}
+    missing = sorted(set(trial_ids) - set(by_id))
+    if missing:
+        raise SweepDirError(f"trial ids {missing[:5]} are not in {sweep_dir}/trials.parquet")
+    return run_rows(sweep_dir, table.take([by_id[t] for t in trial_ids]))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

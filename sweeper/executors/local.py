@@ -22,7 +22,7 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from multiprocessing.connection import wait
 from pathlib import Path
@@ -76,7 +76,8 @@ class _Running:
     stop_sent: bool = False
 
 
-def _child(root: str, trial_id: int, log_path: str, env: dict[str, str]) -> None:
+def _child(root: str, row: dict[str, Any], schema: pa.Schema, log_path: str,
+           env: dict[str, str]) -> None:
     """Body of a trial process: own session, own log slot, then the runner."""
     os.setsid()  # Ctrl-C in the terminal reaches the driver only; it stops trials itself.
     os.environ.update(env)
@@ -84,10 +85,33 @@ def _child(root: str, trial_id: int, log_path: str, env: dict[str, str]) -> None
     os.dup2(fd, 1)
     os.dup2(fd, 2)
     os.close(fd)
-    print(f"[sweeper] trial {trial_id} starts (pid {os.getpid()})", flush=True)
-    from sweeper.runner import run_trials
+    print(f"[sweeper] trial {row['trial_id']} starts (pid {os.getpid()})", flush=True)
+    from sweeper.runner import run_rows
 
-    sys.exit(run_trials(Path(root), [trial_id]))
+    code = run_rows(Path(root), pa.Table.from_pylist([row], schema=schema))
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)  # the row is written; skip interpreter teardown
+
+
+@contextlib.contextmanager
+def _hidden_main() -> Iterator[None]:
+    """Keep multiprocessing from re-running the driver's ``__main__`` in each trial process.
+
+    Trial processes need only the runner and the task (imported by reference); re-running a
+    user's script there would repeat its imports, and a ``<stdin>`` main cannot be re-run.
+    """
+    main = sys.modules["__main__"]
+    spec, file = getattr(main, "__spec__", None), getattr(main, "__file__", None)
+    main.__spec__ = None
+    if file is not None:
+        del main.__file__
+    try:
+        yield
+    finally:
+        main.__spec__ = spec
+        if file is not None:
+            main.__file__ = file
 
 
 class LocalExecutor(Executor):
@@ -119,32 +143,33 @@ class LocalExecutor(Executor):
         return env
 
     def launch(self, paths: SweepPaths, sweep: DictConfig, trials: pa.Table) -> LaunchResult:
-        ids = trials.column("trial_id").to_pylist()
+        rows = trials.to_pylist()
         modules = {taskref.module_of(str(v.task_fn)) for v in sweep.variants}
         os.environ["SWEEPER_PRELOAD"] = ",".join(sorted(m for m in modules if m))
+        os.environ["SWEEPER_PRELOAD_SWEEP"] = str(paths.root)
         ctx = mp.get_context("forkserver")
         ctx.set_forkserver_preload(["sweeper._preload"])
         paths.logs_dir.mkdir(parents=True, exist_ok=True)
         result = LaunchResult()
         paths.local_driver.write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname()}))
         try:
-            with SweepProgress(len(ids)) as bar, _stop_on_sigterm():
+            with SweepProgress(len(rows)) as bar, _stop_on_sigterm():
                 try:
-                    self._loop(ctx, paths, deque(ids), result, bar)
+                    self._loop(ctx, paths, trials.schema, deque(rows), result, bar)
                 except KeyboardInterrupt:
                     result.interrupted = True
         finally:
             paths.local_driver.unlink(missing_ok=True)
         return result
 
-    def _loop(self, ctx: Any, paths: SweepPaths, queue: deque[int], result: LaunchResult,
-              bar: SweepProgress) -> None:
+    def _loop(self, ctx: Any, paths: SweepPaths, schema: pa.Schema, queue: deque[dict[str, Any]],
+              result: LaunchResult, bar: SweepProgress) -> None:
         running: dict[int, _Running] = {}
         try:
             while queue or running:
                 free = [s for s in range(self.max_parallel) if s not in running]
                 while queue and free:
-                    self._start(ctx, paths, queue.popleft(), free.pop(0), running)
+                    self._start(ctx, paths, schema, queue.popleft(), free.pop(0), running)
                 bar.update(result.statuses, len(running))
                 wait([r.process.sentinel for r in running.values()], timeout=0.5)
                 self._reap(paths, running, result)
@@ -155,16 +180,17 @@ class LocalExecutor(Executor):
             bar.update(result.statuses, 0)
             raise
 
-    def _start(self, ctx: Any, paths: SweepPaths, trial_id: int, slot: int,
-               running: dict[int, _Running]) -> None:
+    def _start(self, ctx: Any, paths: SweepPaths, schema: pa.Schema, row: dict[str, Any],
+               slot: int, running: dict[int, _Running]) -> None:
         now = time.monotonic()
         deadline = now + self.timeout_s if self.timeout_s else None
         log = str(paths.local_log(slot))
-        proc = ctx.Process(target=_child, args=(str(paths.root), trial_id, log,
+        proc = ctx.Process(target=_child, args=(str(paths.root), row, schema, log,
                                                  self._env(slot, deadline)), daemon=False)
-        proc.start()
-        running[slot] = _Running(proc, trial_id, slot, now, dt.datetime.now(dt.timezone.utc),
-                                 deadline)
+        with _hidden_main():
+            proc.start()
+        running[slot] = _Running(proc, int(row["trial_id"]), slot, now,
+                                 dt.datetime.now(dt.timezone.utc), deadline)
 
     def _reap(self, paths: SweepPaths, running: dict[int, _Running], result: LaunchResult) -> None:
         for slot, r in list(running.items()):
