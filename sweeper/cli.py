@@ -45,6 +45,8 @@ space from conf/search/, and sweeps such as lr=0.1,0.01 or lr=choice(...), range
 interval(...), tag(log,interval(...)). hydra.sweep.dir=PATH picks the sweep dir; running
 the same command with the same dir again skips completed trials.
 
+--sweep-dir PATH is hydra.sweep.dir=PATH for any path (quoted for Hydra's grammar).
+--wait (slurm) is hydra.sweeper.wait=true: block until the arrays end, with a progress bar.
 Hydra flags pass through (--cfg job, --info, -cp/-cn, --hydra-help).
 Config dir: $SWEEPER_CONFIG_DIR, else ./conf when it has base.yaml, else the project's conf/."""
 
@@ -62,6 +64,25 @@ def config_dir() -> Path:
     )
 
 
+def _sweep_dir_flag(args: list[str]) -> list[str]:
+    """``--sweep-dir PATH`` -> ``hydra.sweep.dir=<PATH quoted for Hydra>``, for any path."""
+    from sweeper.space import quote
+
+    out: list[str] = []
+    it = iter(args)
+    for a in it:
+        if a == "--sweep-dir":
+            value = next(it, None)
+            if value is None:
+                raise ConfigError("--sweep-dir needs a path, e.g. --sweep-dir multirun/coarse")
+            out.append(f"hydra.sweep.dir={quote(str(Path(value).absolute()))}")
+        elif a.startswith("--sweep-dir="):
+            out.append(f"hydra.sweep.dir={quote(str(Path(a.split('=', 1)[1]).absolute()))}")
+        else:
+            out.append(a)
+    return out
+
+
 def _hydra(args: Sequence[str], plan: bool) -> int:
     from hydra._internal.utils import get_args_parser
 
@@ -69,7 +90,8 @@ def _hydra(args: Sequence[str], plan: bool) -> int:
     from sweeper.hydra_compat import translate
     from sweeper.overrides import parse_overrides
 
-    parsed = get_args_parser().parse_args(list(args))
+    args = _sweep_dir_flag(list(args))
+    parsed = get_args_parser().parse_args(args)
     sweeping = any(o.is_sweep_override() and not o.is_hydra_override()
                    for o in parse_overrides(parsed.overrides))
     flags = list(args)
@@ -142,7 +164,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         "Run one training, or a sweep when a search space or sweep override is given.")
                 print(RUN_HELP.format(cmd=command, what=what))
                 return 0
-            rest = ["--help" if a == "--hydra-help" else a for a in rest]
+            rest = ["--help" if a == "--hydra-help" else "hydra.sweeper.wait=true" if a == "--wait"
+                    else a for a in rest]
             return _hydra(rest, plan=command == "plan")
         args = _parser().parse_args(argv)
         return int(args.func(args))

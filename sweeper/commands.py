@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import time
 from typing import Any
 
 from rich.table import Table
@@ -69,27 +70,49 @@ def add_merge(p: argparse.ArgumentParser) -> None:
     p.set_defaults(func=_merge)
 
 
-def _status(args: argparse.Namespace) -> int:
-    from sweeper.results import read_statuses
-    from sweeper.runner import load_sweep
-
-    paths = _paths(args)
-    sweep = load_sweep(str(paths.root))
-    statuses = read_statuses(paths)
-    counts: dict[str, int] = {}
-    for s in statuses.values():
-        counts[s] = counts.get(s, 0) + 1
-    counts["not run yet"] = int(sweep.n_trials) - len(statuses)
-    table = Table(title=f"{paths.root}: {sweep.n_trials} trials")
+def _state_table(paths: SweepPaths, n_trials: int, state: Any) -> Table:
+    table = Table(title=f"{paths.root}: {n_trials} trials")
     table.add_column("state")
     table.add_column("trials", justify="right")
-    for state, n in counts.items():
-        table.add_row(state, str(n))
-    out.print(table)
-    return 0
+    order = ["completed", "running", "pending", "requeued", "failed", "timeout", "cancelled",
+             "lost", "unknown", "not run yet"]
+    counts = state.counts()
+    for name in sorted(counts, key=lambda s: order.index(s) if s in order else len(order)):
+        table.add_row(name, str(counts[name]))
+    return table
+
+
+def _status(args: argparse.Namespace) -> int:
+    from sweeper.runner import load_sweep
+    from sweeper.status import sweep_state
+
+    paths = _paths(args)
+    n_trials = int(load_sweep(str(paths.root)).n_trials)
+    while True:
+        state = sweep_state(paths, n_trials, grace_s=args.grace_s)
+        out.print(_state_table(paths, n_trials, state))
+        if not state.queue_ok:
+            err.print("[sweeper] squeue failed: queued trials show as unknown")
+        if state.accounting_ok is False:
+            err.print("[sweeper] sacct is unavailable: states come from the queue and result files")
+        lost = [f"{tid} ({why})" if why else str(tid) for tid, why in
+                ((t, state.details.get(t, "")) for t, s in state.states.items() if s == "lost")]
+        if lost:
+            err.print(f"[sweeper] lost (left the queue without a result): {', '.join(lost[:10])}"
+                      f"{' ...' if len(lost) > 10 else ''}; `sweeper resume {paths.root}` reruns them")
+        if not args.watch or not state.active:
+            return 0
+        try:
+            time.sleep(args.poll_interval_s)
+        except KeyboardInterrupt:
+            return 0
 
 
 def add_status(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--watch", action="store_true", help="refresh until no trial is queued")
+    p.add_argument("--poll-interval-s", type=float, default=10.0, help="with --watch (10)")
+    p.add_argument("--grace-s", type=float, default=30.0,
+                   help="a task gone from the queue this long without a result is lost (30)")
     p.set_defaults(func=_status)
 
 
@@ -107,6 +130,7 @@ def _resume(args: argparse.Namespace) -> int:
         cluster = dataclasses.replace(cluster, max_parallel=args.max_parallel)
     trials = read_trials(paths)
     executor = make_executor(cluster)
+    executor.wait = args.wait
     err.print(f"[sweeper] resuming {paths.root} on: {executor.describe()}")
     result = run_pending(paths, sweep, trials, executor, args.retry_failed)
     finish(paths, result)
@@ -115,7 +139,7 @@ def _resume(args: argparse.Namespace) -> int:
 
 def finish(paths: SweepPaths, result: Any) -> None:
     """After a launch: say how to continue, or merge and show the best trials."""
-    if result.job_ids:
+    if result.job_ids and not result.statuses:
         return
     if result.interrupted:
         err.print(f"[sweeper] stopped. Continue with `sweeper resume {paths.root}`")
@@ -128,16 +152,19 @@ def finish(paths: SweepPaths, result: Any) -> None:
 def add_resume(p: argparse.ArgumentParser) -> None:
     p.add_argument("--retry-failed", action="store_true", help="also rerun failed trials")
     p.add_argument("--max-parallel", type=int, help="local: trials at once (default: as planned)")
+    p.add_argument("--wait", action="store_true", help="slurm: block until the trials end")
     p.set_defaults(func=_resume)
 
 
 def _cancel(args: argparse.Namespace) -> int:
     from sweeper.executors.local import cancel_local
+    from sweeper.executors.slurm import cancel_arrays
 
     paths = _paths(args)
-    stopped = cancel_local(paths)
-    out.print(f"[sweeper] asked {stopped} local sweep process(es) to stop; "
-              f"continue later with `sweeper resume {paths.root}`")
+    local = cancel_local(paths)
+    arrays = cancel_arrays(paths)
+    out.print(f"[sweeper] asked {local} local sweep process(es) to stop and cancelled {arrays} "
+              f"SLURM array(s); continue later with `sweeper resume {paths.root}`")
     return 0
 
 

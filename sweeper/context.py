@@ -44,10 +44,21 @@ class TrialContext:
     sweep_dir: Path
     work_dir: Path
     curve: list[dict[str, Any]] = field(default_factory=list)
-    checkpoint_requested: threading.Event = field(default_factory=threading.Event)
 
 
 _current: TrialContext | None = None
+# Set by the scheduler's warning signal (SLURM --signal): for the whole process, since the
+# warning may land between trials, or before the next one has started.
+_stop_requested = threading.Event()
+
+
+def request_checkpoint() -> None:
+    """Ask the running trial to checkpoint and stop (signal-safe: it only sets a flag)."""
+    _stop_requested.set()
+
+
+def stop_requested() -> bool:
+    return _stop_requested.is_set()
 
 
 def current() -> TrialContext | None:
@@ -103,8 +114,7 @@ def trial_dir() -> Path | None:
 def should_checkpoint() -> bool:
     """True once the scheduler has warned that this trial will be stopped (time limit or
     preemption): save a checkpoint now, and the trial resumes from it when requeued."""
-    ctx = _current
-    return ctx is not None and ctx.checkpoint_requested.is_set()
+    return _current is not None and _stop_requested.is_set()
 
 
 def save_checkpoint(state: Any) -> Path | None:
@@ -126,8 +136,9 @@ def save_checkpoint(state: Any) -> Path | None:
     tmp = target.with_name(f".{CHECKPOINT_NAME}.tmp")
     torch.save(state, tmp)
     os.replace(tmp, target)
-    if ctx.checkpoint_requested.is_set():
-        raise TrialInterrupted("checkpointed before its time limit; it continues when requeued",
+    if _stop_requested.is_set():
+        raise TrialInterrupted("checkpointed when warned of a time limit or preemption; it "
+                               "continues when requeued",
                                "requeued")
     return target
 

@@ -87,11 +87,13 @@ def run_sweep(master: DictConfig, hydra_context: Any, task_function: Any,
                             search.seed)
     fallback = None if getattr(task_function, "_sweeper_entry", False) else taskref.ref_for(task_function)
     paths = SweepPaths(master.hydra.sweep.dir)
+    executor = make_executor(cluster)
+    executor.wait = settings.wait
     plan = plan_sweep(paths, search, request, _composer(loader, master), cluster=cluster,
                       apply_cluster_overrides=kind == "slurm" or "SLURM_JOB_ID" in os.environ,
                       is_group=_is_group(loader), task_fallback=fallback,
-                      command=list(arguments))
-    executor = make_executor(cluster)
+                      command=list(arguments),
+                      check=lambda sweep, n: executor.check(paths, sweep, n))
     verb = "found" if plan.existed else "planned"
     console.print(f"[sweeper] {verb} {plan.n_trials} trials ({_describe_space(plan)}) "
                   f"in {paths.root}")

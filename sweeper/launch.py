@@ -7,27 +7,34 @@ import pyarrow.compute as pc
 from omegaconf import DictConfig
 
 from sweeper.console import err as console
+from sweeper.errors import SweeperError
 from sweeper.executors import Executor, LaunchResult
 from sweeper.paths import SweepPaths
-from sweeper.results import Status, read_statuses
+from sweeper.results import Status
 
 __all__ = ["pending_trials", "run_pending"]
 
 
 
-def pending_trials(paths: SweepPaths, table: pa.Table, retry_failed: bool) -> tuple[pa.Table, dict[str, int]]:
-    """Rows still to run, and the counts of the results already there.
+def pending_trials(paths: SweepPaths, table: pa.Table, retry_failed: bool,
+                   n_trials: int | None = None) -> tuple[pa.Table, dict[str, int]]:
+    """Rows still to run, and the counts of the trials' current states.
 
-    Completed trials never run again. Failed ones run again only with ``retry_failed``;
-    cancelled, timed-out, lost and never-run trials always do.
+    Completed trials never run again, nor do trials still queued on SLURM. Failed ones run
+    again only with ``retry_failed``; cancelled, timed-out, lost and never-run trials always do.
     """
-    statuses = read_statuses(paths)
-    skip = {Status.COMPLETED.value} | ({Status.FAILED.value} if not retry_failed else set())
-    done_ids = [tid for tid, s in statuses.items() if s in skip]
+    from sweeper.status import IN_QUEUE, sweep_state
+
+    state = sweep_state(paths, n_trials if n_trials is not None else table.num_rows, use_sacct=True)
+    if not state.queue_ok:
+        raise SweeperError(
+            "cannot read the SLURM queue (squeue failed), so trials that may still run cannot be "
+            f"told apart from lost ones; nothing was submitted. Try again: sweeper resume {paths.root}"
+        )
+    skip = {Status.COMPLETED.value, *IN_QUEUE} | ({Status.FAILED.value} if not retry_failed else set())
+    done_ids = [tid for tid, s in state.states.items() if s in skip]
     mask = pc.invert(pc.is_in(table.column("trial_id"), pa.array(done_ids, pa.int64())))
-    counts: dict[str, int] = {}
-    for s in statuses.values():
-        counts[s] = counts.get(s, 0) + 1
+    counts = {s: n for s, n in state.counts().items() if s != "not run yet"}
     return table.filter(mask), counts
 
 
@@ -37,7 +44,7 @@ def run_pending(paths: SweepPaths, sweep: DictConfig, table: pa.Table, executor:
     todo, before = pending_trials(paths, table, retry_failed)
     if before:
         kept = ", ".join(f"{n} {s}" for s, n in sorted(before.items()))
-        console.print(f"[sweeper] results already in {paths.root}: {kept}")
+        console.print(f"[sweeper] trials in {paths.root} so far: {kept}")
         if before.get(Status.FAILED.value) and not retry_failed:
             console.print("[sweeper] failed trials are kept; rerun them with --retry-failed")
     if todo.num_rows == 0:

@@ -58,6 +58,17 @@ class SweepPaths:
         return self.root / ".sweep.lock"
 
     @property
+    def launches_dir(self) -> Path:
+        return self.root / "launches"
+
+    # %A/%a are sbatch's array job and task ids: one log per array task, relative to the
+    # sweep dir (jobs start there), so no path reaches the #SBATCH lines.
+    slurm_log_pattern = "logs/slurm-%A_%a.log"
+
+    def slurm_log(self, job_id: str, task: int) -> Path:
+        return self.logs_dir / f"slurm-{job_id}_{task}.log"
+
+    @property
     def local_driver(self) -> Path:
         return self.root / "logs" / "local-driver.json"
 

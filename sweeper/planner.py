@@ -140,6 +140,18 @@ class _nullctx:
         return None
 
 
+# Where and how a sweep runs is not what it computes: these nodes stay out of the hash, so
+# resuming with another partition, memory or metric is the same sweep.
+_NOT_HASHED = ("cluster", "search", "cluster_overrides")
+
+
+def _config_hash(task: DictConfig) -> str:
+    body = {k: v for k, v in OmegaConf.to_container(task, resolve=False).items()  # type: ignore[union-attr]
+            if k not in _NOT_HASHED}
+    text = OmegaConf.to_yaml(OmegaConf.create(body), resolve=False)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
 def _variants(request: SweepRequest, columns: dict[str, np.ndarray], compose: Composer,
               cluster: bool, is_group: Callable[[str], bool], n: int
               ) -> tuple[list[Variant], np.ndarray]:
@@ -155,8 +167,7 @@ def _variants(request: SweepRequest, columns: dict[str, np.ndarray], compose: Co
         task, hydra = _freeze(compose([*request.fixed, *choices]), cluster, request.fixed, is_group)
         where = f" (variant {', '.join(choices)})" if choices else ""
         _check_params(task, request.space.params, where)
-        text = OmegaConf.to_yaml(task, resolve=False)
-        variants.append(Variant(choices, task, hydra, hashlib.sha256(text.encode()).hexdigest()))
+        variants.append(Variant(choices, task, hydra, _config_hash(task)))
     return variants, np.asarray(variant_ids, dtype=np.int64).reshape(-1)
 
 
@@ -239,10 +250,13 @@ def plan_sweep(
     is_group: Callable[[str], bool],
     task_fallback: str | None = None,
     command: Sequence[str] = (),
+    check: Callable[[DictConfig, int], None] | None = None,
 ) -> Plan:
     """Expand, compose, validate and write ``trials.parquet`` and ``sweep.yaml``.
 
-    Planning into a dir that already holds the same sweep changes nothing there.
+    ``check(sweep, n_trials)`` runs after the dir is found usable and before anything is
+    written (the executor checks its settings there). Planning into a dir that holds the same
+    sweep keeps its trial table and results, and records the latest cluster settings.
     """
     from filelock import FileLock
 
@@ -259,10 +273,15 @@ def plan_sweep(
         existed = _guard_dir(paths, fingerprint)
         sweep = _sweep_record(paths, search, request, cluster, variants, refs, specs, fingerprint,
                               table.num_rows, apply_cluster_overrides, command)
-        if not existed:
+        if check is not None:
+            check(sweep, table.num_rows)
+        if existed:
+            old = OmegaConf.to_container(OmegaConf.load(paths.sweep_yaml))
+            sweep.created_at = old.get("created_at", sweep.created_at)  # type: ignore[union-attr]
+        else:
             write_trials(table, paths, fingerprint)
-            with atomic_path(paths.sweep_yaml) as tmp:
-                OmegaConf.save(sweep, tmp, resolve=False)
+        with atomic_path(paths.sweep_yaml) as tmp:
+            OmegaConf.save(sweep, tmp, resolve=False)
     return Plan(paths, table, sweep, fingerprint, existed)
 
 

@@ -35,7 +35,7 @@ from sweeper.paths import SweepPaths
 from sweeper.results import Status, TrialOutcome, read_attempt, read_status, write_result
 from sweeper.trials import RESERVED_COLUMNS, read_trials
 
-__all__ = ["load_sweep", "run_rows", "run_trials", "trial_config", "write_orphan"]
+__all__ = ["exit_code", "load_sweep", "rows_by_id", "run_rows", "run_trials", "trial_config", "write_orphan"]
 
 
 @lru_cache(maxsize=4)
@@ -170,7 +170,8 @@ def run_one(paths: SweepPaths, sweep: DictConfig, trial: pa.Table) -> Status:
     if read_status(target) == Status.COMPLETED.value:
         return Status.COMPLETED
     started = dt.datetime.now(dt.timezone.utc)
-    ctx = context.TrialContext(trial_id, paths.root, paths.checkpoint_dir(trial_id))
+    ctx = context.TrialContext(trial_id, paths.root, paths.checkpoint_dir(trial_id),
+                               curve=_curve_so_far(paths, trial_id))
     outcome = TrialOutcome(Status.FAILED, started, started, attempt=read_attempt(target) + 1)
     try:
         cfg = trial_config(str(paths.root), row)
@@ -200,6 +201,19 @@ def run_one(paths: SweepPaths, sweep: DictConfig, trial: pa.Table) -> Status:
     return outcome.status
 
 
+def _curve_so_far(paths: SweepPaths, trial_id: int) -> list[dict[str, Any]]:
+    """The epochs an earlier, checkpointed run of this trial reported: the curve continues."""
+    if not (paths.checkpoint_dir(trial_id) / context.CHECKPOINT_NAME).is_file():
+        return []
+    try:
+        import pyarrow.parquet as pq
+
+        curve = pq.read_table(paths.result(trial_id), columns=["curve"]).column(0)[0].as_py()
+    except (OSError, pa.ArrowException, KeyError, IndexError):
+        return []
+    return [{k: v for k, v in point.items() if v is not None} for point in curve or []]
+
+
 def write_orphan(paths: SweepPaths, trial_id: int, status: Status, error: str,
                  started_at: dt.datetime | None = None) -> None:
     """Write the row of a trial whose process died before it could write one itself."""
@@ -218,40 +232,75 @@ def _yaml(cfg: DictConfig) -> str:
         return OmegaConf.to_yaml(cfg, resolve=False)
 
 
-def run_rows(sweep_dir: Path, rows: pa.Table) -> int:
-    """Run the given rows of the trial table in order. Exit code: 0 if all completed, 1 if
-    any failed, 130 if stopped. Trials that already have a completed result are skipped."""
+STOPPING = (Status.CANCELLED, Status.TIMEOUT, Status.REQUEUED)
+
+
+def run_rows(sweep_dir: Path, rows: pa.Table) -> list[Status]:
+    """Run the given rows of the trial table in order, skipping completed trials.
+
+    Stops early when a trial is stopped from outside (cancelled, timed out, requeued) or the
+    scheduler's warning arrived between trials; the statuses of the trials that ran come back.
+    """
     paths = SweepPaths(sweep_dir)
     sweep = load_sweep(str(paths.root))
     signal.signal(signal.SIGTERM, _on_sigterm)
-    code = 0
+    statuses: list[Status] = []
     for i in range(rows.num_rows):
-        status = run_one(paths, sweep, rows.slice(i, 1))
-        if status in (Status.CANCELLED, Status.TIMEOUT):
-            return 130
-        if status != Status.COMPLETED:
-            code = 1
-    return code
+        if context.stop_requested():
+            break
+        statuses.append(run_one(paths, sweep, rows.slice(i, 1)))
+        if statuses[-1] in STOPPING:
+            break
+    return statuses
 
 
-def run_trials(sweep_dir: Path, trial_ids: Sequence[int]) -> int:
-    """Run trials by id (see :func:`run_rows`)."""
+def exit_code(statuses: Sequence[Status], expected: int) -> int:
+    """0 if every trial completed, 130 if stopped early, 1 if any failed."""
+    if any(s in STOPPING for s in statuses) or len(statuses) < expected:
+        return 130
+    return 0 if all(s == Status.COMPLETED for s in statuses) else 1
+
+
+def rows_by_id(sweep_dir: Path, trial_ids: Sequence[int]) -> pa.Table:
+    """The trial table's rows for these ids, in this order."""
     table = read_trials(SweepPaths(sweep_dir), trial_ids)
     by_id = {tid: i for i, tid in enumerate(table.column("trial_id").to_pylist())}
     missing = sorted(set(trial_ids) - set(by_id))
     if missing:
-        raise SweepDirError(f"trial ids {missing[:5]} are not in {sweep_dir}/trials.parquet")
-    return run_rows(sweep_dir, table.take([by_id[t] for t in trial_ids]))
+        raise SweepDirError(
+            f"trial ids {missing[:5]} are not in {sweep_dir}/trials.parquet ({table.num_rows} "
+            "found); an array larger than the sweep? size it to the trial count"
+        )
+    return table.take([by_id[t] for t in trial_ids])
+
+
+def run_trials(sweep_dir: Path, trial_ids: Sequence[int]) -> int:
+    """Run trials by id in this process; returns the exit code (see :func:`exit_code`)."""
+    return exit_code(run_rows(sweep_dir, rows_by_id(sweep_dir, trial_ids)), len(trial_ids))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m sweeper.runner",
-                                     description="Run trials of a planned sweep in this process.")
+    parser = argparse.ArgumentParser(
+        prog="python -m sweeper.runner",
+        description="Run trials of a planned sweep in this process (what array tasks run).")
     parser.add_argument("sweep_dir", type=Path)
-    parser.add_argument("--trials", required=True, help="comma-separated trial ids")
+    which = parser.add_mutually_exclusive_group(required=True)
+    which.add_argument("--trials", help="comma-separated trial ids")
+    which.add_argument("--launch", type=int, help="a launch record's number (SLURM array tasks)")
+    parser.add_argument("--task-offset", type=int, default=0,
+                        help="with --launch: this array's first task within the launch")
     args = parser.parse_args(argv)
-    ids = [int(x) for x in args.trials.split(",") if x.strip()]
-    return run_trials(args.sweep_dir, ids)
+    try:
+        if "SLURM_JOB_ID" in os.environ:
+            from sweeper.slurm_job import main as job_main
+
+            return job_main(args.sweep_dir, args.trials, args.launch, args.task_offset)
+        if args.trials is None:
+            parser.error("--launch runs inside a SLURM array task only")
+        return run_trials(args.sweep_dir, [int(x) for x in args.trials.split(",") if x.strip()])
+    except SweepDirError as ex:
+        print(f"sweeper: error: {ex}", file=sys.stderr)
+        return ex.exit_code
 
 
 if __name__ == "__main__":

@@ -76,6 +76,8 @@ class ClusterConf:
     array_parallelism: int = 16
     # slurm: trials run one after another inside one array task
     trials_per_task: int = 1
+    # slurm: at most this many tasks per array (null: the cluster's MaxArraySize)
+    max_array_size: int | None = None
     # slurm: automatic requeues of a timed-out or preempted array task
     max_retries: int = 3
     # slurm: seconds before the time limit at which trials are asked to checkpoint

@@ -37,3 +37,19 @@ def hydra_aware(cfg: Any) -> float:
     from hydra.core.hydra_config import HydraConfig
 
     return float(HydraConfig.get().job.num)
+
+
+def slow_epochs(cfg: Any) -> dict[str, float]:
+    """Epochs of ``epoch_s`` seconds that checkpoint when the scheduler warns."""
+    state = sweeper.load_checkpoint() or {"epoch": 0}
+    start = int(state["epoch"])
+    total = int(cfg.epochs_total)
+    markers = Path(str(cfg.get("markers", "/nonexistent")))
+    if markers.is_dir():
+        (markers / f"run-{os.getpid()}-from-{start}").touch()
+    for epoch in range(start, total):
+        time.sleep(float(cfg.epoch_s))
+        sweeper.report(epoch=epoch, val_loss=1.0 / (epoch + 1))
+        if sweeper.should_checkpoint():
+            sweeper.save_checkpoint({"epoch": epoch + 1})
+    return {"val_loss": 1.0 / total, "epochs_run": total, "resumed_from": start}

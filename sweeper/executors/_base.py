@@ -39,14 +39,17 @@ class LaunchResult:
 class Executor(ABC):
     """Runs trials of a planned sweep."""
 
+    #: Block until the trials have ended (executors that submit and return honour it).
+    wait: bool = False
+
     @abstractmethod
     def launch(self, paths: SweepPaths, sweep: DictConfig, trials: pa.Table) -> LaunchResult:
         """Run (or submit) the given rows of the trial table."""
+
+    def check(self, paths: SweepPaths, sweep: DictConfig, n_trials: int) -> None:  # noqa: B027
+        """Check the executor's settings before anything runs (bad ones raise ConfigError)."""
 
     def describe(self) -> str:
         """One line on where the trials run, for the plan summary."""
         return type(self).__name__
 
-    def cancel(self, paths: SweepPaths) -> int:
-        """Stop the sweep's running trials; returns how many were stopped."""
-        return 0

@@ -86,9 +86,9 @@ def _child(root: str, row: dict[str, Any], schema: pa.Schema, log_path: str,
     os.dup2(fd, 2)
     os.close(fd)
     print(f"[sweeper] trial {row['trial_id']} starts (pid {os.getpid()})", flush=True)
-    from sweeper.runner import run_rows
+    from sweeper.runner import exit_code, run_rows
 
-    code = run_rows(Path(root), pa.Table.from_pylist([row], schema=schema))
+    code = exit_code(run_rows(Path(root), pa.Table.from_pylist([row], schema=schema)), 1)
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)  # the row is written; skip interpreter teardown

@@ -1,0 +1,196 @@
+"""SLURM: the trial table becomes throttled job arrays, and the command returns at once.
+
+Each array task runs ``python -m sweeper.runner`` on ``trials_per_task`` rows of the table,
+found from a launch record and its array index: nothing is pickled per trial or per task,
+and each task writes one log. Arrays are split to the cluster's MaxArraySize (each starts
+at index 0, with an offset into the launch's tasks) and chained with ``afterany``
+dependencies, so one ``%N`` throttle bounds the whole sweep. The sbatch script is
+rendered with submitit and checked with ``sbatch --test-only`` before anything is
+submitted.
+"""
+
+from __future__ import annotations
+
+import math
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+from omegaconf import DictConfig
+
+from sweeper.console import err
+from sweeper.errors import ConfigError, SweeperError
+from sweeper.executors._base import Executor, LaunchResult
+from sweeper.launches import ArrayRecord, Launch, compress_ids, next_number, read_launches
+from sweeper.paths import SweepPaths, atomic_path
+from sweeper.schema import ClusterConf
+from sweeper.slurm_queue import max_array_size, queue_states, scancel
+
+__all__ = ["SlurmExecutor", "cancel_arrays"]
+
+
+def _one_line(text: str) -> str:
+    return "; ".join(ln.strip() for ln in text.strip().splitlines() if ln.strip()) or "no output"
+
+
+class SlurmExecutor(Executor):
+    """Submits trials as job arrays through sbatch; see the module docstring."""
+
+    def __init__(self, cluster: ClusterConf) -> None:
+        self.cluster = cluster
+        for name in ("array_parallelism", "trials_per_task", "cpus_per_task"):
+            if getattr(cluster, name) < 1:
+                raise ConfigError(f"cluster.{name} must be at least 1, got {getattr(cluster, name)}")
+        if cluster.mem_gb <= 0:
+            raise ConfigError(f"cluster.mem_gb must be positive, got {cluster.mem_gb}; e.g. 4")
+        if cluster.timeout_min is not None and cluster.timeout_min * 60 <= cluster.signal_delay_s:
+            raise ConfigError(
+                f"cluster.signal_delay_s={cluster.signal_delay_s} must be shorter than the time "
+                f"limit cluster.timeout_min={cluster.timeout_min} (x60 s); lower the delay"
+            )
+
+    def describe(self) -> str:
+        c = self.cluster
+        where = f"partition {c.partition}" if c.partition else "the default partition"
+        return (f"SLURM ({where}), at most {c.array_parallelism} at once, {c.trials_per_task} "
+                f"trial(s) per array task, {c.mem_gb:g} GB and {c.cpus_per_task} CPU(s) per task")
+
+    def script(self, paths: SweepPaths, launch: int, python: str) -> str:
+        """The sbatch script of a launch; its argument is the chunk's offset into the tasks."""
+        from submitit.slurm.slurm import _convert_mem, _make_sbatch_string
+
+        c = self.cluster
+        extra: dict[str, Any] = {
+            "output": paths.slurm_log_pattern,
+            "signal": f"B:USR2@{c.signal_delay_s}",  # B: signal the batch shell = our python
+            "requeue": True,
+            **dict(c.additional_parameters),
+        }
+        command = (f'exec {shlex.quote(python)} -u -m sweeper.runner "$SLURM_SUBMIT_DIR" '
+                   f'--launch {launch} --task-offset "$1"')
+        try:
+            return _make_sbatch_string(
+                command=command, folder=paths.logs_dir, job_name="sweeper",
+                partition=c.partition, time=math.ceil(c.timeout_min or 60),
+                cpus_per_task=c.cpus_per_task, gpus_per_task=c.gpus_per_task, gres=c.gres,
+                qos=c.qos, account=c.account, constraint=c.constraint, exclude=c.exclude,
+                mem=_convert_mem(c.mem_gb), setup=list(c.setup), stderr_to_stdout=True,
+                use_srun=False, additional_parameters=extra,
+            )
+        except (TypeError, ValueError) as ex:
+            raise ConfigError(f"cannot render the sbatch script: {ex}; check cluster settings") from None
+
+    def _write_script(self, paths: SweepPaths, number: int, python: str) -> Path:
+        path = paths.launches_dir / f"launch-{number:04d}.sh"
+        with atomic_path(path) as tmp:
+            tmp.write_text(self.script(paths, number, python))
+        return path
+
+    def _sbatch(self, paths: SweepPaths, argv: list[str]) -> subprocess.CompletedProcess[str]:
+        from submitit.helpers import clean_env
+
+        # Inside a SLURM job (the sbatch path) the job's own SLURM_* variables must not leak.
+        with clean_env():
+            try:
+                return subprocess.run(["sbatch", "--parsable", *argv], cwd=paths.root,
+                                      capture_output=True, text=True, timeout=120, check=False)
+            except (OSError, subprocess.TimeoutExpired) as ex:
+                raise SweeperError(f"sbatch could not run: {ex}") from None
+
+    def validate(self, paths: SweepPaths, script: Path, n_tasks: int) -> None:
+        """``sbatch --test-only``: the controller checks the script and settings; nothing runs."""
+        r = self._sbatch(paths, ["--test-only", f"--array=0-{max(0, n_tasks - 1)}", str(script), "0"])
+        if r.returncode != 0:
+            raise ConfigError(f"sbatch rejects the settings: {_one_line(r.stderr)}; "
+                              f"fix the cluster.* settings (script: {script})")
+
+    def check(self, paths: SweepPaths, sweep: DictConfig, n_trials: int) -> None:
+        """Render the script the next launch would use and have sbatch check it (--test-only)."""
+        paths.launches_dir.mkdir(parents=True, exist_ok=True)
+        script = self._write_script(paths, 0, str(sweep.get("python") or sys.executable))
+        tasks = -(-n_trials // self.cluster.trials_per_task)
+        self.validate(paths, script, min(tasks, max_array_size(), self.cluster.max_array_size or tasks))
+        err.print(f"[sweeper] sbatch accepts the settings (checked with --test-only): {script}")
+
+    def launch(self, paths: SweepPaths, sweep: DictConfig, trials: pa.Table) -> LaunchResult:
+        c = self.cluster
+        ids = trials.column("trial_id").to_pylist()
+        number = next_number(paths)
+        chunk = min(max_array_size(), c.max_array_size or sys.maxsize)
+        launch = Launch(number, compress_ids(ids), c.trials_per_task, chunk, c.max_retries,
+                        c.signal_delay_s)
+        paths.logs_dir.mkdir(parents=True, exist_ok=True)
+        script = self._write_script(paths, number, str(sweep.get("python") or sys.executable))
+        self.validate(paths, script, min(chunk, launch.n_tasks))
+        launch.write(paths)  # before sbatch: a crash in between leaves a record, not orphans
+        previous = None
+        for first in range(0, launch.n_tasks, chunk):
+            n = min(chunk, launch.n_tasks - first)
+            argv = [f"--array=0-{n - 1}%{min(n, c.array_parallelism)}"]
+            if previous is not None:
+                argv.append(f"--dependency=afterany:{previous}")
+            r = self._sbatch(paths, [*argv, str(script), str(first)])
+            if r.returncode != 0:
+                launch.write(paths)
+                raise SweeperError(
+                    f"sbatch failed for tasks {first}..{first + n - 1} of launch {number}: "
+                    f"{_one_line(r.stderr)}; {len(launch.arrays)} array(s) were submitted. Submit the "
+                    f"rest later with `sweeper resume {paths.root}`"
+                )
+            previous = r.stdout.strip().split(";")[0]
+            launch.arrays.append(ArrayRecord(previous, first, n))
+            launch.write(paths)
+        jobs = [a.job_id for a in launch.arrays]
+        if self.wait:
+            return self._wait(paths, ids, jobs)
+        err.print(f"[sweeper] submitted {len(ids)} trials as {len(jobs)} array(s): {', '.join(jobs)} "
+                  f"({launch.n_tasks} tasks, at most {c.array_parallelism} at once)")
+        err.print(f"[sweeper] sweep dir: {paths.root}")
+        err.print(f"[sweeper] watch it: sweeper status {paths.root} --watch   "
+                  f"(then: sweeper merge {paths.root})")
+        return LaunchResult(job_ids=jobs)
+
+    def _wait(self, paths: SweepPaths, ids: list[int], jobs: list[str],
+              poll_interval_s: float = 5.0) -> LaunchResult:
+        """Block with the local executor's progress bar until no trial is queued."""
+        from collections import Counter
+
+        from sweeper.progress import SweepProgress
+        from sweeper.runner import load_sweep
+        from sweeper.status import IN_QUEUE, sweep_state
+
+        err.print(f"[sweeper] submitted array(s) {', '.join(jobs)}; waiting (Ctrl-C stops waiting, "
+                  "not the trials)")
+        n_trials = int(load_sweep(str(paths.root)).n_trials)
+        wanted = set(ids)
+        result = LaunchResult(job_ids=jobs)
+        with SweepProgress(len(ids)) as bar:
+            try:
+                while True:
+                    state = sweep_state(paths, n_trials)
+                    mine = {t: s for t, s in state.states.items() if t in wanted}
+                    done = Counter(s for s in mine.values() if s not in IN_QUEUE)
+                    running = sum(s == "running" for s in mine.values())
+                    bar.update(done, running)
+                    if not any(s in IN_QUEUE for s in mine.values()):
+                        result.statuses = done
+                        return result
+                    time.sleep(poll_interval_s)
+            except KeyboardInterrupt:
+                err.print(f"[sweeper] stopped waiting; the arrays keep running: "
+                          f"sweeper status {paths.root} --watch")
+                result.interrupted = True
+                return result
+
+
+def cancel_arrays(paths: SweepPaths) -> int:
+    """scancel the sweep's arrays that still have queued tasks; returns how many."""
+    jobs = [a.job_id for launch in read_launches(paths) for a in launch.arrays]
+    queued = queue_states(jobs) if jobs else {}
+    active = sorted({element.split("_")[0] for element in (queued or {})}) if queued is not None else jobs
+    scancel(active)
+    return len(active)

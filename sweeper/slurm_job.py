@@ -1,0 +1,95 @@
+"""Inside a SLURM job: pick this array task's trials, honour the time-limit warning, requeue.
+
+The batch script ``exec``s Python, so the ``--signal=B:USR2@N`` warning reaches this process.
+On it, the running trial is asked to checkpoint (``sweeper.should_checkpoint()``); the trial
+stops after ``save_checkpoint`` and its row says ``requeued``. If it has not checkpointed
+shortly before the limit, it is stopped as ``timeout``. Either way this array element alone is
+requeued (``scontrol requeue JOB_TASK``), at most ``max_retries`` times, and resumes from the
+checkpoint. A failed trial makes the task exit 1, so sacct says FAILED.
+"""
+
+from __future__ import annotations
+
+import _thread
+import os
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+from sweeper import context
+from sweeper.launches import read_launch, register_external_array
+from sweeper.paths import SweepPaths
+from sweeper.results import Status
+from sweeper.runner import exit_code, load_sweep, rows_by_id, run_rows
+from sweeper.slurm_queue import requeue
+
+__all__ = ["main"]
+
+def _grace_s(signal_delay_s: int) -> float:
+    """How long a warned trial gets to reach its checkpoint: the warning's lead, less a
+    margin (up to 15 s) kept for writing the row and requeueing."""
+    return max(1.0, signal_delay_s - min(15.0, signal_delay_s / 3))
+
+
+def _element_id() -> str:
+    array_job, task = os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID")
+    return f"{array_job}_{task}" if array_job and task else os.environ["SLURM_JOB_ID"]
+
+
+def _install_warning_handler(signal_delay_s: int) -> None:
+    def on_warning(signum: int, frame: Any) -> None:
+        if context.stop_requested():
+            return
+        grace = _grace_s(signal_delay_s)
+        print(f"[sweeper] SIGUSR2: the time limit or a preemption is near; asking the trial "
+              f"to checkpoint (stopping it in {grace:.0f}s if it does not)", flush=True)
+        context.request_checkpoint()
+        os.environ["SWEEPER_DEADLINE"] = "0"  # any stop from now on is the time limit
+        watchdog = threading.Timer(grace, _thread.interrupt_main, args=(signal.SIGTERM,))
+        watchdog.daemon = True
+        watchdog.start()
+
+    signal.signal(signal.SIGUSR2, on_warning)
+
+
+def _select(paths: SweepPaths, trials: str | None, launch_no: int | None, offset: int) -> list[int]:
+    if trials is not None:
+        return [int(x) for x in trials.split(",") if x.strip()]
+    assert launch_no is not None
+    task = offset + int(os.environ.get("SLURM_ARRAY_TASK_ID", "0"))
+    return read_launch(paths, launch_no).trials_of_task(task)
+
+
+def main(sweep_dir: Path, trials: str | None, launch_no: int | None, offset: int) -> int:
+    """Run this job's trials; requeue this element if a trial was stopped by the warning."""
+    paths = SweepPaths(sweep_dir)
+    sweep = load_sweep(str(paths.root))
+    cwd = str(sweep.get("cwd") or os.getcwd())
+    os.chdir(cwd)  # the job starts in the sweep dir; the task expects the project dir
+    sys.path.insert(0, cwd)
+    if os.environ.get("SLURM_CPUS_PER_TASK"):
+        os.environ.setdefault("SWEEPER_CPUS_PER_TRIAL", os.environ["SLURM_CPUS_PER_TASK"])
+    launch = read_launch(paths, launch_no) if launch_no is not None else None
+    max_retries = launch.max_retries if launch else int(sweep.cluster.max_retries)
+    delay_s = launch.signal_delay_s if launch else int(sweep.cluster.signal_delay_s)
+    _install_warning_handler(delay_s)
+    ids = _select(paths, trials, launch_no, offset)
+    if launch is None and os.environ.get("SLURM_ARRAY_TASK_MIN"):
+        register_external_array(paths, os.environ["SLURM_ARRAY_JOB_ID"],
+                                int(os.environ["SLURM_ARRAY_TASK_MIN"]),
+                                int(os.environ["SLURM_ARRAY_TASK_MAX"]), max_retries, delay_s)
+    print(f"[sweeper] job {_element_id()} on {os.uname().nodename}: trials {ids}", flush=True)
+    statuses = run_rows(paths.root, rows_by_id(paths.root, ids))
+    if context.stop_requested() and (len(statuses) < len(ids) or statuses[-1] in
+                                     (Status.REQUEUED, Status.TIMEOUT)):
+        restarts = int(os.environ.get("SLURM_RESTART_COUNT", "0"))
+        if restarts < max_retries:
+            print(f"[sweeper] requeueing {_element_id()} (restart {restarts + 1} of at most "
+                  f"{max_retries}); it resumes from the trial's checkpoint", flush=True)
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)  # requeueing stops this job
+            if requeue(_element_id()):
+                return 0
+        print(f"[sweeper] not requeued: {restarts} restarts of at most {max_retries}", flush=True)
+    return exit_code(statuses, len(ids))
