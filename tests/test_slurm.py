@@ -6,6 +6,7 @@ The test command starts it; without root or apt-get these tests skip with the re
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -363,3 +364,19 @@ def test_bad_cluster_settings_fail_before_submission(tmp_path: Path) -> None:
     assert r.stderr.count("\n") == 1
     assert not (tmp_path / "s" / "trials.parquet").exists()
     assert subprocess.run(["squeue", "-h"], capture_output=True, text=True).stdout == before
+
+
+def test_status_without_sacct_does_not_hang(tmp_path: Path) -> None:
+    """Accounting down (an sacct that fails, first on PATH): status still counts from the queue
+    and the result files, says so, and returns promptly."""
+    sweep_dir = tmp_path / "s"
+    assert run_cli(*BEHAVE, "+x=range(0,2)", "--wait", f"hydra.sweep.dir={sweep_dir}").returncode == 0
+    fakebin = tmp_path / "bin"
+    fakebin.mkdir()
+    (fakebin / "sacct").write_text("#!/bin/sh\necho 'sacct: error: slurmdbd: connection refused' >&2\nexit 1\n")
+    (fakebin / "sacct").chmod(0o755)
+    start = time.monotonic()
+    r = run_cli("status", str(sweep_dir), env={"PATH": f"{fakebin}:{os.environ['PATH']}"})
+    assert r.returncode == 0 and time.monotonic() - start < 30
+    assert re.search(r"completed\s*│\s*2\s*│", r.stdout), r.stdout
+    assert "sacct is unavailable" in r.stderr
