@@ -240,3 +240,25 @@ def test_weird_sweep_dir(cli, weird_path: Path) -> None:
     m = cli("merge", str(sweep_dir))
     assert m.returncode == 0, m.stderr
     assert (sweep_dir / "results.parquet").is_file()
+
+
+def test_live_progress_bar_on_a_terminal(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a terminal the rich bar shows done, running, failed and the ETA."""
+    import pty
+
+    monkeypatch.setenv("PYTHONPATH", f"{TESTS}{os.pathsep}{ROOT}")
+    monkeypatch.setenv("COLUMNS", "160")
+    monkeypatch.setenv("TERM", "xterm")
+    monkeypatch.chdir(ROOT)
+    out = bytearray()
+
+    def read(fd: int) -> bytes:
+        data = os.read(fd, 4096)
+        out.extend(data)
+        return data
+
+    status = pty.spawn([sys.executable, "-m", "sweeper", *BEHAVE, "+x=range(0,4)", "+sleep_s=0.5",
+                        f"hydra.sweep.dir={tmp_path / 's'}"], read)
+    text = out.decode(errors="replace")
+    assert os.waitstatus_to_exitcode(status) == 0, text
+    assert "4/4" in text and "running" in text and "failed 0" in text and "ETA" in text

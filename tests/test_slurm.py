@@ -261,15 +261,24 @@ def _assert_continued(sweep_dir: Path, markers: Path, total: int) -> None:
 
 
 def test_time_limit_signals_checkpoints_requeues_and_finishes(tmp_path: Path) -> None:
+    """90 one-second epochs under a 1-minute limit. SLURM sends the warning up to a minute early,
+    so each run does at most ~45 epochs: with max_retries=1 the job is requeued once, then stops
+    as `timeout` (retries used up, checkpoint kept), and `resume` finishes it from there."""
     sweep_dir, markers = _checkpointing_trial(
-        tmp_path, ["+epochs_total=70", "cluster.timeout_min=1", "cluster.signal_delay_s=15",
-                   "cluster.max_retries=8"])
-    assert list(wait_done(sweep_dir, timeout_s=400).values()) == ["completed"]
-    _assert_continued(sweep_dir, markers, 70)
+        tmp_path, ["+epochs_total=90", "cluster.timeout_min=1", "cluster.signal_delay_s=15",
+                   "cluster.max_retries=1"])
+    assert list(wait_done(sweep_dir, timeout_s=400).values()) == ["timeout"]
     log = next((sweep_dir / "logs").glob("slurm-*.log")).read_text()
-    assert "SIGUSR2" in log and "requeueing" in log
+    assert "SIGUSR2" in log and "requeueing" in log and "restarts of at most 1" in log
     runs = sacct(job_ids(sweep_dir), expect=2, duplicates=True)
-    assert any(row["State"] == "REQUEUED" for row in runs) and runs[-1]["State"] == "COMPLETED"
+    assert runs[0]["State"] == "REQUEUED"
+    assert result_rows(sweep_dir)[0]["status"] == "requeued"  # checkpointed, no retries left
+    for _ in range(4):  # each resumed job gets the same limit and its own retry
+        r = run_cli("resume", str(sweep_dir))
+        assert r.returncode == 0 and "running 1 of 1 trials" in r.stderr, r.stderr
+        if wait_done(sweep_dir, timeout_s=400) == {0: "completed"}:
+            break
+    _assert_continued(sweep_dir, markers, 90)
 
 
 def test_preemption_checkpoints_and_the_trial_continues(tmp_path: Path) -> None:
@@ -380,3 +389,4 @@ def test_status_without_sacct_does_not_hang(tmp_path: Path) -> None:
     assert r.returncode == 0 and time.monotonic() - start < 30
     assert re.search(r"completed\s*│\s*2\s*│", r.stdout), r.stdout
     assert "sacct is unavailable" in r.stderr
+
