@@ -25,6 +25,8 @@ sweeper merge  DIR                   one table of results: DIR/results.parquet, 
 sweeper status DIR                   counts of trials per state
 sweeper resume DIR [--retry-failed]  run what is missing, cancelled or timed out
 sweeper cancel DIR                   stop the sweep's running trials
+sweeper report DIR                   plots, top trials, the best config, what to search next
+sweeper next   DIR                   a search YAML narrowed around the best trial
 
 Examples:
   python -m sweeper +search=coarse                # the coarse grid, local or SLURM (cluster=auto)
@@ -144,6 +146,10 @@ def _parser() -> argparse.ArgumentParser:
                  commands.add_resume, sub)
     _dir_command("cancel", "Stop the sweep's running trials; `resume` continues it later.",
                  commands.add_cancel, sub)
+    _dir_command("report", "Write DIR/report/: plots, top trials, the best config (runnable) and "
+                 "what to search next, in one self-contained index.html.", commands.add_report, sub)
+    _dir_command("next", "Write a conf/search-style YAML for a finer search around the best "
+                 "trial (past the edge where the best sits at one).", commands.add_next, sub)
     return parser
 
 
@@ -154,7 +160,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if command in ("-h", "--help"):
             print("usage:\n" + USAGE)
             return 0
-        if command not in ("run", "plan", "merge", "status", "resume", "cancel"):
+        if command not in ("run", "plan", "merge", "status", "resume", "cancel", "report", "next"):
             argv, command = ["run", *argv], "run"
         if command in ("run", "plan"):
             rest = argv[1:]

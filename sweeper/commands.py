@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import shlex
 import time
+from pathlib import Path
 from typing import Any
 
 from rich.table import Table
@@ -13,7 +15,7 @@ from sweeper.console import err, fmt, out
 from sweeper.errors import ConfigError
 from sweeper.paths import SweepPaths
 
-__all__ = ["add_cancel", "add_merge", "add_resume", "add_status"]
+__all__ = ["add_cancel", "add_merge", "add_next", "add_report", "add_resume", "add_status"]
 
 
 
@@ -170,3 +172,113 @@ def _cancel(args: argparse.Namespace) -> int:
 
 def add_cancel(p: argparse.ArgumentParser) -> None:
     p.set_defaults(func=_cancel)
+
+
+def _pairs(text: str | None) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for part in filter(None, (text or "").split(",")):
+        name, sep, weight = part.partition("=")
+        try:
+            out[name.strip()] = float(weight) if sep else 1.0
+        except ValueError:
+            raise ConfigError(f"--select takes metric=weight pairs, got {part!r}; e.g. "
+                              "--select val_loss=0.8,train_time_s=0.2") from None
+    return out
+
+
+def _report_options(args: argparse.Namespace, paths: SweepPaths) -> Any:
+    from omegaconf import OmegaConf
+
+    from sweeper.report import ReportOptions
+    from sweeper.runner import load_sweep
+
+    node = OmegaConf.select(load_sweep(str(paths.root)).variants[0].config, "report", default=None)
+    conf = OmegaConf.to_container(node) if node is not None else {}
+    assert isinstance(conf, dict)
+    pareto = args.pareto.split(",") if args.pareto else list(conf.get("pareto") or [])
+    if pareto and len(pareto) != 2:
+        raise ConfigError(f"--pareto takes two metrics, got {pareto}; e.g. --pareto val_loss,train_time_s")
+    heatmap = args.heatmap.split(",") if args.heatmap else []
+    if heatmap and len(heatmap) != 2:
+        raise ConfigError(f"--heatmap takes two searched keys, got {heatmap}")
+    return ReportOptions(
+        select=_pairs(args.select) if args.select else dict(conf.get("select") or {}),
+        maximize=args.maximize or list(conf.get("maximize") or []), pareto=pareto,
+        top_k=args.top_k or int(conf.get("top_k") or 10), heatmap=heatmap,
+        metric=args.metric, direction=args.direction)
+
+
+def _report(args: argparse.Namespace) -> int:
+    from sweeper.report import build_report, run_command
+
+    paths = _paths(args)
+    report = build_report(paths, _report_options(args, paths))
+    data = report.data
+    table = Table(title=f"best {min(5, len(report.top))} of {len(data.done)} completed trials "
+                        f"({len(data.results)} in all)")
+    for name in report.top.columns:
+        table.add_column(str(name))
+    for row in report.top.head(5).itertuples(index=False):
+        table.add_row(*(fmt(v) for v in row))
+    out.print(table)
+    if report.importance:
+        out.print("importance: " + ", ".join(f"{k} {v:.2f}" for k, v in report.importance.items()))
+    for note in report.notes:
+        out.print(f"next: {note}")
+    out.print(f"[sweeper] report: {paths.report_dir / 'index.html'} ({len(report.files)} files)")
+    if report.best is not None:
+        out.print(f"[sweeper] train from the best config: {run_command(paths.report_dir)}")
+    return 0
+
+
+def add_report(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--select", help="pick the best by a weighted score of normalised metrics, "
+                                    "e.g. val_loss=0.8,train_time_s=0.2 (default: report.select)")
+    p.add_argument("--maximize", nargs="*", help="metrics in --select/--pareto where higher is better")
+    p.add_argument("--pareto", help="two metrics to draw the Pareto front of, e.g. val_loss,train_time_s")
+    p.add_argument("--heatmap", help="two searched keys for the heatmap (default: the two most important)")
+    p.add_argument("--top-k", type=int, help="how many trials in top_k and the curves (10)")
+    p.add_argument("--metric", help="rank by this metric (default: search.metric)")
+    p.add_argument("--direction", choices=["minimize", "maximize"])
+    p.set_defaults(func=_report)
+
+
+def _next(args: argparse.Namespace) -> int:
+    import yaml
+
+    from sweeper.report import ReportOptions, ranked
+    from sweeper.report.advice import next_search
+    from sweeper.report.data import load
+
+    paths = _paths(args)
+    data = load(paths)
+    order = ranked(data, ReportOptions())
+    if order.empty:
+        raise ConfigError(f"{paths.root} has no completed trial with {data.metric} yet; "
+                          "`sweeper next` narrows around the best one")
+    best = order.iloc[0]
+    target = args.out or paths.report_dir / "search" / "next.yaml"
+    body = {"defaults": [{"override /hydra/sweeper": "sweeper"}], "hydra": {"mode": "MULTIRUN"},
+            "search": next_search(data, best, args.method)}
+    header = (f"# @package _global_\n# Narrowed around trial {best['trial_id']} of {paths.root} "
+              f"({data.metric}={best[data.metric]:.6g}) by `sweeper next`.\n")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(header + yaml.safe_dump(body, sort_keys=False))
+    # Keep what the sweep fixed (scenario=..., cluster=...), not its old search settings.
+    fixed = [o for o in data.sweep.get("fixed_overrides", [])
+             if not o.lstrip("+~").startswith(("search", "hydra"))]
+    out.print(f"[sweeper] wrote {target}")
+    if target.parent.name != "search":
+        out.print("[sweeper] copy it into your conf/search/ to use it as +search=NAME")
+        return 0
+    command = ["python", "-m", "sweeper", "--config-dir", str(target.parent.parent),
+               f"+search={target.stem}", *fixed]
+    out.print(f"[sweeper] run it: {' '.join(shlex.quote(c) for c in command)}")
+    return 0
+
+
+def add_next(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--method", choices=["grid", "random"], default="grid",
+                   help="the next search's method (grid: 3 values per range)")
+    p.add_argument("--out", type=Path, help="where to write it (default: DIR/report/search/next.yaml)")
+    p.set_defaults(func=_next)

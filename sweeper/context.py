@@ -44,6 +44,9 @@ class TrialContext:
     sweep_dir: Path
     work_dir: Path
     curve: list[dict[str, Any]] = field(default_factory=list)
+    # tracking.tensorboard: event files here, written as the task reports
+    tensorboard_dir: Path | None = None
+    _writer: Any = None
 
 
 _current: TrialContext | None = None
@@ -100,6 +103,40 @@ def report(epoch: int | None = None, **metrics: float) -> None:
     ctx.curve[:] = [r for r in ctx.curve if r["epoch"] != row["epoch"]]
     ctx.curve.append(row)
     ctx.curve.sort(key=lambda r: r["epoch"])
+    writer = _tensorboard(ctx)
+    if writer is not None:
+        for name, value in row.items():
+            if name != "epoch":
+                writer.add_scalar(name, value, row["epoch"])
+        writer.flush()
+
+
+def _tensorboard(ctx: TrialContext) -> Any:
+    """The trial's SummaryWriter (made on first use), or None when tracking is off."""
+    if ctx.tensorboard_dir is None:
+        return None
+    if ctx._writer is None:
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError as ex:
+            print(f"[sweeper] tracking.tensorboard is on but unavailable ({ex}); "
+                  "pip install 'sweeper[tensorboard]'", flush=True)
+            ctx.tensorboard_dir = None
+            return None
+        ctx._writer = SummaryWriter(log_dir=str(ctx.tensorboard_dir))
+    return ctx._writer
+
+
+def close_tracking(ctx: TrialContext, hparams: dict[str, Any], metrics: dict[str, Any]) -> None:
+    """Write the trial's hyperparameters and final metrics, so TensorBoard can compare runs."""
+    writer = _tensorboard(ctx)
+    if writer is None:
+        return
+    plain = {k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in hparams.items()}
+    numbers = {f"final/{k}": float(v) for k, v in metrics.items()}
+    if numbers:
+        writer.add_hparams(plain, numbers, run_name=".")
+    writer.close()
 
 
 def trial_dir() -> Path | None:

@@ -142,7 +142,7 @@ class _nullctx:
 
 # Where and how a sweep runs is not what it computes: these nodes stay out of the hash, so
 # resuming with another partition, memory or metric is the same sweep.
-_NOT_HASHED = ("cluster", "search", "cluster_overrides")
+_NOT_HASHED = ("cluster", "search", "cluster_overrides", "report", "tracking")
 
 
 def _config_hash(task: DictConfig) -> str:
@@ -194,7 +194,9 @@ def _fingerprint(search: SearchConf, variants: Sequence[Variant], specs: Sequenc
 
 
 def _space_record(p: Param) -> dict[str, Any]:
-    record = {k: v for k, v in dataclasses.asdict(p).items() if v not in (None, (), False, "")}
+    # Drop unset fields, but keep zeros: low=0.0 is a bound, not an absence.
+    record = {k: v for k, v in dataclasses.asdict(p).items()
+              if v is not None and v is not False and v != () and v != ""}
     record.pop("labels", None)
     if "choices" in record:
         record["choices"] = [c if isinstance(c, (int, float, str, bool)) else str(c)

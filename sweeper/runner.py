@@ -179,10 +179,14 @@ def run_one(paths: SweepPaths, sweep: DictConfig, trial: pa.Table) -> Status:
         _set_hydra_config(str(paths.root), row)
         fn = taskref.load(str(sweep.variants[int(row["variant"])].task_fn))
         seed_everything(int(row["seed"]))
+        if OmegaConf.select(cfg, "tracking.tensorboard", default=False):
+            ctx.tensorboard_dir = paths.root / "tensorboard" / f"trial-{trial_id:06d}"
         with context.activate(ctx):
             value = fn(cfg)
         outcome.metrics = to_metrics(value, str(sweep.search.metric))
         outcome.status = Status.COMPLETED
+        context.close_tracking(ctx, {str(s.key): row[str(s.key)] for s in sweep.params},
+                               dict(outcome.metrics))
     except TrialInterrupted as ex:
         outcome.status, outcome.error = Status(ex.status), str(ex)
     except BaseException as ex:

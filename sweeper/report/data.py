@@ -1,0 +1,107 @@
+"""The merged results as a table for analysis: the best trial, weighted selection, Pareto.
+
+Works on any sweep dir, finished or not: only completed trials with the metric count.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from omegaconf import DictConfig
+
+from sweeper.errors import ConfigError, closest
+from sweeper.paths import SweepPaths
+
+__all__ = ["ReportData", "load", "pareto_front", "selection_scores"]
+
+
+@dataclass
+class ReportData:
+    """Everything a report is made from."""
+
+    paths: SweepPaths
+    sweep: DictConfig
+    results: pd.DataFrame
+    curves: pd.DataFrame
+    metric: str
+    direction: str
+    params: list[str]
+    space: list[dict[str, Any]]
+
+    @property
+    def done(self) -> pd.DataFrame:
+        """Completed trials that returned the metric."""
+        ok = (self.results["status"] == "completed")
+        if self.metric in self.results:
+            ok &= self.results[self.metric].notna()
+        else:
+            ok &= False
+        return self.results[ok]
+
+    def space_of(self, key: str) -> dict[str, Any]:
+        return next((s for s in self.space if s["key"] == key), {"key": key, "kind": "categorical"})
+
+
+def load(paths: SweepPaths, metric: str | None = None, direction: str | None = None) -> ReportData:
+    """Merge (incrementally) and load the sweep dir's results."""
+    from sweeper.merge import merge
+    from sweeper.runner import load_sweep
+
+    sweep = load_sweep(str(paths.root))
+    merged = merge(paths)
+    results = merged.results.drop_columns(["curve"]) if "curve" in merged.results.column_names \
+        else merged.results
+    df = results.to_pandas(types_mapper=None)
+    if "overrides" in df:
+        df["overrides"] = df["overrides"].map(lambda v: list(v) if v is not None else [])
+    metric = metric or str(sweep.search.metric)
+    direction = direction or str(sweep.search.direction)
+    if direction not in ("minimize", "maximize"):
+        raise ConfigError(f"direction must be minimize or maximize, got {direction!r}")
+    space = [dict(s) for s in sweep.space]
+    return ReportData(paths, sweep, df, merged.curves.to_pandas(), metric, direction,
+                      [str(p.key) for p in sweep.params], space)
+
+
+def _check_metrics(df: pd.DataFrame, names: Sequence[str]) -> None:
+    numeric = [c for c in df.columns if pd.api.types.is_numeric_dtype(df[c])]
+    for name in names:
+        if name not in df.columns:
+            raise ConfigError(f"the results have no metric {name!r}{closest(name, numeric)}; "
+                              f"metrics: {', '.join(numeric)}")
+
+
+def selection_scores(df: pd.DataFrame, weights: Mapping[str, float],
+                     maximize: Sequence[str] = ()) -> pd.Series:
+    """Weighted score of min-max normalised metrics; lower is better.
+
+    >>> t = pd.DataFrame({"val_loss": [1.0, 2.0, 3.0], "train_time_s": [30.0, 10.0, 20.0]})
+    >>> int(selection_scores(t, {"val_loss": 0.8, "train_time_s": 0.2}).idxmin())
+    0
+    """
+    _check_metrics(df, list(weights))
+    score = pd.Series(0.0, index=df.index)
+    for name, weight in weights.items():
+        col = df[name].astype(float)
+        span = col.max() - col.min()
+        norm = (col - col.min()) / span if span > 0 else col * 0.0
+        if name in maximize:
+            norm = 1.0 - norm
+        score += float(weight) * norm
+    return score
+
+
+def pareto_front(df: pd.DataFrame, a: str, b: str, maximize: Sequence[str] = ()) -> pd.Series:
+    """True for the trials no other trial beats on both metrics."""
+    _check_metrics(df, [a, b])
+    x = df[a].to_numpy(float) * (-1 if a in maximize else 1)
+    y = df[b].to_numpy(float) * (-1 if b in maximize else 1)
+    dominated = np.zeros(len(df), dtype=bool)
+    for i in range(len(df)):
+        better = (x <= x[i]) & (y <= y[i]) & ((x < x[i]) | (y < y[i]))
+        dominated[i] = bool(better.any())
+    return pd.Series(~dominated, index=df.index)

@@ -1,0 +1,65 @@
+"""``report/index.html``: one self-contained page (images embedded as data URIs)."""
+
+from __future__ import annotations
+
+import base64
+import html
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+__all__ = ["page"]
+
+_CSS = """
+body{font-family:system-ui,sans-serif;margin:2rem auto;max-width:1100px;color:#222;padding:0 1rem}
+h1{font-size:1.5rem} h2{font-size:1.15rem;margin-top:2rem;border-bottom:1px solid #ddd}
+table{border-collapse:collapse;font-size:.85rem} td,th{border:1px solid #ddd;padding:.25rem .5rem}
+th{background:#f4f4f4} img{max-width:100%;display:block;margin:.5rem 0}
+.note{background:#fff8e1;border-left:4px solid #f0b400;padding:.4rem .8rem;margin:.3rem 0}
+pre{background:#f6f8fa;padding:.8rem;overflow:auto;font-size:.8rem}
+"""
+
+
+def _table(frame: pd.DataFrame) -> str:
+    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in frame.columns)
+    rows = []
+    for _, row in frame.iterrows():
+        cells = "".join(f"<td>{html.escape(_cell(v))}</td>" for v in row)
+        rows.append(f"<tr>{cells}</tr>")
+    return f"<table><tr>{head}</tr>{''.join(rows)}</table>"
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return str(value)
+
+
+def _image(path: Path, title: str) -> str:
+    data = base64.b64encode(path.read_bytes()).decode()
+    return (f"<h2>{html.escape(title)}</h2>"
+            f'<img alt="{html.escape(title)}" src="data:image/png;base64,{data}">')
+
+
+def page(title: str, facts: Mapping[str, str], notes: Sequence[str], top: pd.DataFrame,
+         images: Sequence[tuple[Path, str]], space: pd.DataFrame, counts: pd.DataFrame,
+         best_config: str, run_command: str) -> str:
+    facts_html = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>"
+                         for k, v in facts.items())
+    notes_html = "".join(f'<div class="note">{html.escape(n)}</div>' for n in notes) or "<p>none</p>"
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
+<style>{_CSS}</style></head><body>
+<h1>{html.escape(title)}</h1>
+<table>{facts_html}</table>
+<h2>What next</h2>{notes_html}
+<h2>Trials per status</h2>{_table(counts)}
+<h2>Best trials</h2>{_table(top)}
+<h2>Search space</h2>{_table(space)}
+{''.join(_image(p, t) for p, t in images)}
+<h2>Best config</h2><p>Train from it: <code>{html.escape(run_command)}</code></p>
+<pre>{html.escape(best_config)}</pre>
+</body></html>
+"""
