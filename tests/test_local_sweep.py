@@ -262,3 +262,25 @@ def test_live_progress_bar_on_a_terminal(tmp_path: Path, monkeypatch: pytest.Mon
     text = out.decode(errors="replace")
     assert os.waitstatus_to_exitcode(status) == 0, text
     assert "4/4" in text and "running" in text and "failed 0" in text and "ETA" in text
+
+
+def test_cancel_stops_a_running_local_sweep(tmp_path: Path) -> None:
+    sweep_dir = tmp_path / "s"
+    env = {**os.environ, "PYTHONPATH": f"{TESTS}{os.pathsep}{ROOT}"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sweeper", *BEHAVE, "+x=range(0,8)", "+sleep_s=2",
+         "cluster.max_parallel=2", f"hydra.sweep.dir={sweep_dir}"],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for _ in range(300):
+        logs = sweep_dir / "logs"
+        if (logs / "local-driver.json").is_file() and list(logs.glob("local-slot-*.log")):
+            break
+        time.sleep(0.1)
+    r = subprocess.run([sys.executable, "-m", "sweeper", "cancel", str(sweep_dir)], cwd=ROOT, env=env,
+                       capture_output=True, text=True)
+    assert r.returncode == 0 and "asked 1 local sweep process(es) to stop" in r.stdout, r.stdout
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    statuses = {row["status"] for row in result_rows(sweep_dir).values()}
+    assert "cancelled" in statuses and statuses <= {"completed", "cancelled"}
+    assert not (sweep_dir / "logs" / "local-driver.json").exists()
