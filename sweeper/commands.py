@@ -11,7 +11,7 @@ from typing import Any
 
 from rich.table import Table
 
-from sweeper.console import err, fmt, out
+from sweeper.console import err, fmt, out, shell_path
 from sweeper.errors import ConfigError
 from sweeper.paths import SweepPaths
 
@@ -101,8 +101,8 @@ def _status(args: argparse.Namespace) -> int:
                 ((t, state.details.get(t, "")) for t, s in state.states.items() if s == "lost")]
         if lost:
             err.print(f"[sweeper] lost (left the queue without a result): {', '.join(lost[:10])}"
-                      f"{' ...' if len(lost) > 10 else ''}; `sweeper resume {paths.root}` reruns them")
-        if not args.watch or not state.active:
+                      f"{' ...' if len(lost) > 10 else ''}; `sweeper resume {shell_path(paths.root)}` reruns them")
+        if not args.watch or (state.queue_ok and not state.active):
             return 0
         try:
             time.sleep(args.poll_interval_s)
@@ -144,7 +144,7 @@ def finish(paths: SweepPaths, result: Any) -> None:
     if result.job_ids and not result.statuses:
         return
     if result.interrupted:
-        err.print(f"[sweeper] stopped. Continue with `sweeper resume {paths.root}`")
+        err.print(f"[sweeper] stopped. Continue with `sweeper resume {shell_path(paths.root)}`")
         return
     done = ", ".join(f"{n} {s}" for s, n in sorted(result.statuses.items())) or "nothing run"
     err.print(f"[sweeper] finished: {done}")
@@ -166,7 +166,7 @@ def _cancel(args: argparse.Namespace) -> int:
     local = cancel_local(paths)
     arrays = cancel_arrays(paths)
     out.print(f"[sweeper] asked {local} local sweep process(es) to stop and cancelled {arrays} "
-              f"SLURM array(s); continue later with `sweeper resume {paths.root}`")
+              f"SLURM array(s); continue later with `sweeper resume {shell_path(paths.root)}`")
     return 0
 
 

@@ -15,7 +15,7 @@ from rich.table import Table
 
 from sweeper import taskref
 from sweeper.console import err as console
-from sweeper.console import fmt
+from sweeper.console import fmt, shell_path
 from sweeper.errors import SweeperError
 from sweeper.executors import LaunchResult, make_executor, resolve_executor
 from sweeper.launch import run_pending
@@ -101,7 +101,7 @@ def run_sweep(master: DictConfig, hydra_context: Any, task_function: Any,
     if settings.dry_run:
         _print_head(plan)
         console.print(f"[sweeper] dry run: nothing ran. Run it with the same command, or "
-                      f"`sweeper resume {paths.root}`")
+                      f"`sweeper resume {shell_path(paths.root)}`")
         last_result = LaunchResult()
         return last_result
     last_result = run_pending(paths, plan.sweep, plan.table, executor, settings.retry_failed)

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["SweepPaths", "atomic_path"]
+__all__ = ["SweepPaths", "atomic_path", "temp_beside"]
 
 
 @dataclass(frozen=True)
@@ -93,19 +93,26 @@ os.umask(_UMASK)
 
 
 @contextlib.contextmanager
-def atomic_path(target: Path) -> Iterator[Path]:
-    """Yield a hidden temp path beside ``target``; rename it over ``target`` on success.
-
-    Readers never see half a file: the rename is atomic on POSIX file systems,
-    and the temp name starts with a dot, which dataset scans skip.
-    """
+def temp_beside(target: Path) -> Iterator[Path]:
+    """A hidden temp file in ``target``'s dir (same file system, so a rename is atomic),
+    removed afterwards unless it was renamed. Its name starts with a dot: scans skip it."""
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     os.fchmod(fd, 0o666 & ~_UMASK)
     os.close(fd)
     try:
         yield Path(tmp)
-        os.replace(tmp, target)
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+
+
+@contextlib.contextmanager
+def atomic_path(target: Path) -> Iterator[Path]:
+    """Yield a temp path beside ``target``; rename it over ``target`` when the block succeeds.
+
+    Readers never see half a file: the rename is atomic on POSIX file systems.
+    """
+    with temp_beside(target) as tmp:
+        yield tmp
+        os.replace(tmp, target)

@@ -10,8 +10,8 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -24,6 +24,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
 from sweeper import __version__, taskref
+from sweeper.console import shell_path
 from sweeper.errors import ConfigError, SweepDirError, closest
 from sweeper.overrides import SweepRequest, parse_overrides
 from sweeper.paths import SweepPaths, atomic_path
@@ -216,7 +217,7 @@ def _guard_dir(paths: SweepPaths, fingerprint: str) -> bool:
                 f"{paths.root} holds a different sweep (fingerprint {old}, this one "
                 f"{fingerprint}: another space, method or config), and results are never "
                 "mixed; start a fresh dir with hydra.sweep.dir=<new path>, or resume that "
-                f"sweep with `sweeper resume {paths.root}`"
+                f"sweep with `sweeper resume {shell_path(paths.root)}`"
             )
         read_trials(paths, trial_ids=[])
         return True
@@ -231,9 +232,8 @@ def _guard_dir(paths: SweepPaths, fingerprint: str) -> bool:
 def _make_dir(paths: SweepPaths) -> None:
     try:
         paths.root.mkdir(parents=True, exist_ok=True)
-        probe = paths.root / f".write-test-{os.getpid()}"
-        probe.write_text("")
-        probe.unlink()
+        with tempfile.NamedTemporaryFile(dir=paths.root, prefix=".write-test-"):
+            pass
     except OSError as ex:
         raise SweepDirError(
             f"cannot write to the sweep dir {paths.root} ({ex.strerror or ex}); choose a "

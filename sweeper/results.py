@@ -12,7 +12,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from sweeper.paths import SweepPaths, atomic_path
+from sweeper.paths import SweepPaths, temp_beside
 
 __all__ = ["Status", "TrialOutcome", "read_statuses", "write_result"]
 
@@ -106,14 +106,19 @@ def row_table(trial: pa.Table, outcome: TrialOutcome) -> pa.Table:
 def write_result(paths: SweepPaths, trial: pa.Table, outcome: TrialOutcome) -> bool:
     """Write the trial's row atomically. A completed result is never replaced:
     returns False (and writes nothing) when one is already there."""
+    from filelock import FileLock
+
     trial_id = trial.column("trial_id")[0].as_py()
     target = paths.result(trial_id)
-    if read_status(target) == Status.COMPLETED.value:
-        return False
     table = row_table(trial, outcome)
-    with atomic_path(target) as tmp:
+    with temp_beside(target) as tmp:
         # Small uncompressed files without statistics are the cheapest to merge.
         pq.write_table(table, tmp, compression="none", write_statistics=False)
+        # Check and rename under one lock: a late row never replaces a completed one.
+        with FileLock(str(paths.results_dir / ".write.lock")):
+            if read_status(target) == Status.COMPLETED.value:
+                return False
+            os.replace(tmp, target)
     return True
 
 

@@ -90,13 +90,28 @@ def _set_hydra_config(root: str, trial: Mapping[str, Any]) -> None:
     if node is None:
         return
     setup_globals()
+    if not OmegaConf.has_resolver("sweeper_trial_dir"):
+        # Created only if the task asks for it, as Hydra's output dir would be.
+        OmegaConf.register_new_resolver("sweeper_trial_dir", lambda: str(context.trial_dir()),
+                                        use_cache=False)
     OmegaConf.set_readonly(node.hydra, False)
     node.hydra.job.num = int(trial["trial_id"])
     node.hydra.job.id = os.environ.get("SLURM_JOB_ID", str(trial["trial_id"]))
+    node.hydra.job.override_dirname = _override_dirname(node.hydra, trial.get("overrides") or [])
+    node.hydra.runtime.output_dir = "${sweeper_trial_dir:}"
     OmegaConf.set_readonly(node.hydra, True)
     # HydraConfig.set_config insists on a structured HydraConf node, which costs ~40 ms
     # per trial to build; get() only reads `cfg.hydra`, so set the plain node directly.
     HydraConfig.instance().cfg = node  # type: ignore[assignment]
+
+
+def _override_dirname(hydra: DictConfig, overrides: Sequence[str]) -> str:
+    """As Hydra builds hydra.job.override_dirname: sorted key=value pairs, minus excluded keys."""
+    conf = OmegaConf.select(hydra, "job.config.override_dirname", default=None)
+    kv, item = (conf.kv_sep, conf.item_sep) if conf is not None else ("=", ",")
+    excluded = set(conf.exclude_keys) if conf is not None else set()
+    pairs = [o.split("=", 1) for o in overrides if "=" in o]
+    return item.join(f"{k}{kv}{v}" for k, v in sorted(pairs) if k not in excluded)
 
 
 def warm(root: str) -> None:
@@ -154,12 +169,37 @@ def _provenance(sweep: DictConfig) -> dict[str, Any]:
     }
 
 
+# While a finished trial's row is being written, a stop waits until the row is on disk.
+_critical = False
+_deferred: TrialInterrupted | None = None
+
+
 def _on_sigterm(signum: int, frame: Any) -> None:
+    global _deferred
     # The executor sets SWEEPER_DEADLINE; a stop at or after it is the time limit.
     deadline = float(os.environ.get("SWEEPER_DEADLINE") or "inf")
     if time.time() >= deadline - 2.0:
-        raise TrialInterrupted("stopped at its time limit (cluster.timeout_min)", "timeout")
-    raise TrialInterrupted(f"stopped by {signal.Signals(signum).name}")
+        stop = TrialInterrupted("stopped at its time limit (cluster.timeout_min)", "timeout")
+    else:
+        stop = TrialInterrupted(f"stopped by {signal.Signals(signum).name}")
+    if _critical:
+        _deferred = stop
+        return
+    raise stop
+
+
+def _enter_critical() -> None:
+    global _critical
+    _critical = True
+
+
+def _leave_critical() -> None:
+    """End the critical section; a stop that arrived during it is raised now."""
+    global _critical, _deferred
+    _critical = False
+    stop, _deferred = _deferred, None
+    if stop is not None:
+        raise stop
 
 
 def run_one(paths: SweepPaths, sweep: DictConfig, trial: pa.Table) -> Status:
@@ -183,17 +223,23 @@ def run_one(paths: SweepPaths, sweep: DictConfig, trial: pa.Table) -> Status:
             ctx.tensorboard_dir = paths.root / "tensorboard" / f"trial-{trial_id:06d}"
         with context.activate(ctx):
             value = fn(cfg)
+        _enter_critical()
         outcome.metrics = to_metrics(value, str(sweep.search.metric))
         outcome.status = Status.COMPLETED
         context.close_tracking(ctx, {str(s.key): row[str(s.key)] for s in sweep.params},
                                dict(outcome.metrics))
     except TrialInterrupted as ex:
+        _enter_critical()
         outcome.status, outcome.error = Status(ex.status), str(ex)
-    except BaseException as ex:
+    except BaseException as ex:  # every failure becomes a row
+        _enter_critical()
         outcome.error = f"{type(ex).__name__}: {ex}"
+        if isinstance(ex, SystemExit):
+            outcome.error = f"the task called sys.exit({ex.code!r})"
         outcome.traceback = traceback.format_exc()
-        if not isinstance(ex, Exception):
+        if isinstance(ex, KeyboardInterrupt):
             outcome.status = Status.CANCELLED
+    _enter_critical()
     outcome.finished_at = dt.datetime.now(dt.timezone.utc)
     outcome.curve = ctx.curve
     outcome.device = provenance.device_name()
@@ -202,6 +248,7 @@ def run_one(paths: SweepPaths, sweep: DictConfig, trial: pa.Table) -> Status:
     write_result(paths, trial, outcome)
     print(f"[sweeper] trial {trial_id}: {outcome.status.value}"
           + (f" ({outcome.error})" if outcome.error else ""), flush=True)
+    _leave_critical()
     return outcome.status
 
 
@@ -252,7 +299,10 @@ def run_rows(sweep_dir: Path, rows: pa.Table) -> list[Status]:
     for i in range(rows.num_rows):
         if context.stop_requested():
             break
-        statuses.append(run_one(paths, sweep, rows.slice(i, 1)))
+        try:
+            statuses.append(run_one(paths, sweep, rows.slice(i, 1)))
+        except TrialInterrupted:
+            break  # stopped right after a trial's row was written: start no other
         if statuses[-1] in STOPPING:
             break
     return statuses

@@ -47,6 +47,8 @@ def _trial_state(row: str | None, queued: str | None, first_unfinished: bool) ->
         return "completed"
     if queued is not None:
         if queued in _RUNNING:
+            if row in _ROW_STATES and not first_unfinished:
+                return row  # finished earlier in this running task
             return "running" if first_unfinished else "pending"
         return "requeued" if row == "requeued" else "pending"
     if row in _ROW_STATES:
@@ -83,8 +85,9 @@ def sweep_state(paths: SweepPaths, n_trials: int, grace_s: float = 30.0,
         if tid in assigned:
             element, submitted_at = assigned[tid]
         queued = queue.get(element) if element else None
+        # In a running task of k trials, the first without a final row is the one running.
         first = element is not None and next(
-            (t for t in tasks[element] if rows.get(t) != "completed"), None) == tid
+            (t for t in tasks[element] if rows.get(t) in (None, "requeued")), None) == tid
         state: str | None = _trial_state(row, queued, first)
         if state is None and element is None:
             state = "not run yet"

@@ -19,6 +19,8 @@ def behave(cfg: Any) -> dict[str, float]:
         raise RuntimeError(f"planned failure of x={x}")
     if (markers / f"kill-{x}").exists():
         os.kill(os.getpid(), signal.SIGKILL)
+    if (markers / f"exit-{x}").exists():
+        raise SystemExit(3)
     (markers / f"ran-{x}-{os.getpid()}").touch() if markers.is_dir() else None
     time.sleep(float(cfg.get("sleep_s", 0.0)))
     for epoch in range(2):
@@ -33,10 +35,12 @@ def gpu_slot(cfg: Any) -> dict[str, float]:
 
 
 def hydra_aware(cfg: Any) -> float:
-    """A task written for Hydra: it asks HydraConfig for its job number."""
+    """A task written for Hydra: it asks HydraConfig for its job number and output dir."""
     from hydra.core.hydra_config import HydraConfig
 
-    return float(HydraConfig.get().job.num)
+    hc = HydraConfig.get()
+    (Path(hc.runtime.output_dir) / "note.txt").write_text(hc.job.override_dirname)
+    return float(hc.job.num)
 
 
 def slow_epochs(cfg: Any) -> dict[str, float]:

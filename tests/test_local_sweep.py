@@ -208,6 +208,9 @@ def test_hydra_tasks_can_read_hydra_config(cli, tmp_path: Path) -> None:
             f"hydra.sweep.dir={sweep_dir}")
     assert r.returncode == 0, r.stderr
     assert {i: row["val_loss"] for i, row in result_rows(sweep_dir).items()} == {0: 0.0, 1: 1.0, 2: 2.0}
+    # runtime.output_dir is the trial's own dir, made when asked for; override_dirname its own
+    note = (sweep_dir / "checkpoints" / "trial-000002" / "note.txt").read_text()
+    assert note.startswith("+x=2,") and "cluster=local" in note
 
 
 def test_each_slot_gets_its_own_gpu(cli, tmp_path: Path) -> None:
@@ -284,3 +287,36 @@ def test_cancel_stops_a_running_local_sweep(tmp_path: Path) -> None:
     statuses = {row["status"] for row in result_rows(sweep_dir).values()}
     assert "cancelled" in statuses and statuses <= {"completed", "cancelled"}
     assert not (sweep_dir / "logs" / "local-driver.json").exists()
+
+
+def test_same_dir_twice_at_once_is_refused(tmp_path: Path) -> None:
+    sweep_dir = tmp_path / "s"
+    env = {**os.environ, "PYTHONPATH": f"{TESTS}{os.pathsep}{ROOT}"}
+    args = [sys.executable, "-m", "sweeper", *BEHAVE, "+x=range(0,4)", "+sleep_s=2",
+            f"hydra.sweep.dir={sweep_dir}"]
+    first = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True)
+    for _ in range(300):
+        if (sweep_dir / "logs" / "local-driver.json").is_file():
+            break
+        time.sleep(0.1)
+    second = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True)
+    assert second.returncode == 2 and "a sweep is already running in" in second.stderr
+    _, err = first.communicate(timeout=120)
+    assert first.returncode == 0, err
+    assert all(row["attempt"] == 1 for row in result_rows(sweep_dir).values())
+
+
+def test_a_retried_trial_killed_again_gets_a_new_row(cli, tmp_path: Path) -> None:
+    markers = tmp_path / "m"
+    markers.mkdir()
+    (markers / "kill-0").touch()
+    (markers / "exit-1").touch()
+    sweep_dir = tmp_path / "s"
+    args = [*BEHAVE, "+x=range(0,2)", f"+markers={markers}", f"hydra.sweep.dir={sweep_dir}"]
+    assert cli(*args).returncode == 1
+    rows = result_rows(sweep_dir)
+    assert rows[1]["status"] == "failed" and "sys.exit(3)" in rows[1]["error"]
+    assert cli("resume", str(sweep_dir), "--retry-failed").returncode == 1
+    row = result_rows(sweep_dir)[0]
+    assert row["status"] == "failed" and row["attempt"] == 2 and "SIGKILL" in row["error"]

@@ -53,6 +53,7 @@ def test_report_writes_every_file(report: Path) -> None:
 
 def test_best_config_reruns_to_the_same_metric(lstm_sweep: Path, report: Path, tmp_path: Path) -> None:
     best = pd.read_csv(report / "top_k.csv").iloc[0]
+    assert "cluster_overrides" not in yaml.safe_load((report / "best_config.yaml").read_text())
     r = run_cli("--config-path", str(report), "--config-name", "best_config",
                 f"hydra.run.dir={tmp_path / 'run'}",
                 env={"SWEEPER_CPUS_PER_TRIAL": "1", "OMP_NUM_THREADS": "1"})

@@ -81,3 +81,32 @@ def test_metrics_from_return_values(value: object, expected: dict) -> None:
 def test_bad_return_values_are_errors(value: object) -> None:
     with pytest.raises((TypeError, ValueError)):
         to_metrics(value, "val_loss")
+
+
+def test_a_completed_result_is_never_replaced(tmp_path) -> None:
+    import datetime as dt
+
+    from sweeper.paths import SweepPaths
+    from sweeper.results import Status, TrialOutcome, read_status, write_result
+
+    table, _ = _table({"a": [1]})
+    paths = SweepPaths(tmp_path)
+    now = dt.datetime.now(dt.timezone.utc)
+    assert write_result(paths, table, TrialOutcome(Status.FAILED, now, now, error="x"))
+    assert write_result(paths, table, TrialOutcome(Status.COMPLETED, now, now, metrics={"v": 1.0}))
+    before = paths.result(0).read_bytes()
+    assert not write_result(paths, table, TrialOutcome(Status.CANCELLED, now, now))
+    assert paths.result(0).read_bytes() == before and read_status(paths.result(0)) == "completed"
+    assert sorted(p.name for p in paths.results_dir.iterdir()) == [".write.lock", "trial-000000.parquet"]
+
+
+@pytest.mark.parametrize("field", ["partition", "account", "constraint"])
+def test_sbatch_values_with_a_newline_are_refused(field: str) -> None:
+    from sweeper.errors import ConfigError
+    from sweeper.executors.slurm import SlurmExecutor
+    from sweeper.schema import ClusterConf
+
+    with pytest.raises(ConfigError, match="control character"):
+        SlurmExecutor(ClusterConf(**{field: "gpu\ntouch /tmp/pwned #"}))
+    with pytest.raises(ConfigError, match="control character"):
+        SlurmExecutor(ClusterConf(additional_parameters={"comment": "x\ny"}))

@@ -31,6 +31,9 @@ def make_executor(cluster: ClusterConf) -> Executor:
         return SlurmExecutor(cluster)
     from sweeper.executors.local import LocalExecutor
 
+    if cluster.timeout_min is not None and cluster.timeout_min <= 0:
+        raise ConfigError(f"cluster.timeout_min must be positive, got {cluster.timeout_min}; "
+                          "or null for no limit")
     if cluster.max_parallel is not None and cluster.max_parallel < 1:
         raise ConfigError(
             f"cluster.max_parallel must be at least 1, got {cluster.max_parallel}; "

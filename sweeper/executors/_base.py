@@ -41,6 +41,8 @@ class Executor(ABC):
 
     #: Block until the trials have ended (executors that submit and return honour it).
     wait: bool = False
+    #: True when launch() runs the trials itself, in this process, until they end.
+    blocking: bool = False
 
     @abstractmethod
     def launch(self, paths: SweepPaths, sweep: DictConfig, trials: pa.Table) -> LaunchResult:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import importlib.util
 import json
 import multiprocessing as mp
 import os
@@ -32,13 +33,14 @@ import pyarrow as pa
 from omegaconf import DictConfig
 
 from sweeper import taskref
-from sweeper.errors import ConfigError
+from sweeper.console import err
 from sweeper.executors._base import Executor, LaunchResult
 from sweeper.paths import SweepPaths
 from sweeper.progress import SweepProgress
-from sweeper.results import Status, read_status
+from sweeper.results import Status, read_attempt, read_status
 
-__all__ = ["LocalExecutor", "detect_gpus"]
+__all__ = ["LocalExecutor", "cancel_local", "claim_driver", "detect_gpus", "live_driver",
+           "release_driver"]
 
 _GRACE_S = 10.0
 
@@ -73,6 +75,7 @@ class _Running:
     started: float
     started_at: dt.datetime
     deadline: float | None
+    prev_attempt: int
     stop_sent: bool = False
 
 
@@ -117,6 +120,8 @@ def _hidden_main() -> Iterator[None]:
 class LocalExecutor(Executor):
     """Runs trials in parallel processes on this machine, with a live progress bar."""
 
+    blocking = True
+
     def __init__(self, max_parallel: int | None = None, cpus_per_trial: int | None = None,
                  trials_per_gpu: int = 1, timeout_min: float | None = None,
                  gpus: Sequence[str] | None = None) -> None:
@@ -145,21 +150,21 @@ class LocalExecutor(Executor):
     def launch(self, paths: SweepPaths, sweep: DictConfig, trials: pa.Table) -> LaunchResult:
         rows = trials.to_pylist()
         modules = {taskref.module_of(str(v.task_fn)) for v in sweep.variants}
+        if self.gpus:
+            # A task module may touch CUDA when imported; CUDA must first start in each trial,
+            # after it has chosen its GPU. torch itself starts no CUDA on import.
+            modules = {"torch"} if importlib.util.find_spec("torch") else set()
         os.environ["SWEEPER_PRELOAD"] = ",".join(sorted(m for m in modules if m))
         os.environ["SWEEPER_PRELOAD_SWEEP"] = str(paths.root)
         ctx = mp.get_context("forkserver")
         ctx.set_forkserver_preload(["sweeper._preload"])
         paths.logs_dir.mkdir(parents=True, exist_ok=True)
         result = LaunchResult()
-        paths.local_driver.write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname()}))
-        try:
-            with SweepProgress(len(rows)) as bar, _stop_on_sigterm():
-                try:
-                    self._loop(ctx, paths, trials.schema, deque(rows), result, bar)
-                except KeyboardInterrupt:
-                    result.interrupted = True
-        finally:
-            paths.local_driver.unlink(missing_ok=True)
+        with SweepProgress(len(rows)) as bar, _stop_on_sigterm():
+            try:
+                self._loop(ctx, paths, trials.schema, deque(rows), result, bar)
+            except KeyboardInterrupt:
+                result.interrupted = True
         return result
 
     def _loop(self, ctx: Any, paths: SweepPaths, schema: pa.Schema, queue: deque[dict[str, Any]],
@@ -184,21 +189,25 @@ class LocalExecutor(Executor):
                slot: int, running: dict[int, _Running]) -> None:
         now = time.monotonic()
         deadline = now + self.timeout_s if self.timeout_s else None
+        prev = read_attempt(paths.result(int(row["trial_id"])))
         log = str(paths.local_log(slot))
         proc = ctx.Process(target=_child, args=(str(paths.root), row, schema, log,
                                                  self._env(slot, deadline)), daemon=False)
         with _hidden_main():
             proc.start()
         running[slot] = _Running(proc, int(row["trial_id"]), slot, now,
-                                 dt.datetime.now(dt.timezone.utc), deadline)
+                                 dt.datetime.now(dt.timezone.utc), deadline, prev)
 
     def _reap(self, paths: SweepPaths, running: dict[int, _Running], result: LaunchResult) -> None:
         for slot, r in list(running.items()):
             if r.process.is_alive():
                 continue
             r.process.join()
-            status = read_status(paths.result(r.trial_id)) or self._orphan(paths, r)
-            result.statuses[status] += 1
+            path = paths.result(r.trial_id)
+            status = read_status(path)
+            if status != Status.COMPLETED.value and read_attempt(path) <= r.prev_attempt:
+                status = self._orphan(paths, r)  # its row is an earlier attempt's: it wrote none
+            result.statuses[status or "failed"] += 1
             del running[slot]
 
     def _orphan(self, paths: SweepPaths, r: _Running) -> str:
@@ -244,22 +253,48 @@ class LocalExecutor(Executor):
         self._reap(paths, running, result)
 
 
-def cancel_local(paths: SweepPaths) -> int:
-    """Ask the process running a local sweep to stop (as Ctrl-C would); returns 0 or 1."""
+def _start_time(pid: int) -> str | None:
+    """The process's start time since boot (/proc): with the pid, it names one process."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def live_driver(paths: SweepPaths) -> dict[str, Any] | None:
+    """The local sweep process running this dir, if one is alive (on this host)."""
     try:
         info = json.loads(paths.local_driver.read_text())
     except (OSError, ValueError):
+        return None
+    if info.get("host") != socket.gethostname():
+        return info  # another host's: it cannot be checked from here, so it counts as alive
+    pid = int(info.get("pid", -1))
+    if _start_time(pid) != info.get("start"):
+        return None  # gone, or the pid was reused by another process
+    return info
+
+
+def claim_driver(paths: SweepPaths) -> None:
+    paths.logs_dir.mkdir(parents=True, exist_ok=True)
+    paths.local_driver.write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
+                                              "start": _start_time(os.getpid())}))
+
+
+def release_driver(paths: SweepPaths) -> None:
+    paths.local_driver.unlink(missing_ok=True)
+
+
+def cancel_local(paths: SweepPaths) -> int:
+    """Ask the process running a local sweep to stop (as Ctrl-C would); returns 0 or 1."""
+    info = live_driver(paths)
+    if info is None:
         return 0
     if info.get("host") != socket.gethostname():
-        raise ConfigError(f"this sweep runs on host {info.get('host')}; run `sweeper cancel` there")
-    pid = int(info["pid"])
-    try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
+        err.print(f"[sweeper] a local sweep runs this dir on host {info.get('host')}: run "
+                  "`sweeper cancel` there")
         return 0
-    if b"sweeper" not in cmdline:
-        return 0  # the pid was reused by an unrelated process
-    os.kill(pid, signal.SIGTERM)
+    os.kill(int(info["pid"]), signal.SIGTERM)
     return 1
 
 

@@ -22,7 +22,7 @@ from typing import Any
 import pyarrow as pa
 from omegaconf import DictConfig
 
-from sweeper.console import err
+from sweeper.console import err, shell_path
 from sweeper.errors import ConfigError, SweeperError
 from sweeper.executors._base import Executor, LaunchResult
 from sweeper.launches import ArrayRecord, Launch, compress_ids, next_number, read_launches
@@ -31,6 +31,20 @@ from sweeper.schema import ClusterConf
 from sweeper.slurm_queue import max_array_size, queue_states, scancel
 
 __all__ = ["SlurmExecutor", "cancel_arrays"]
+
+
+def _check_sbatch_values(cluster: ClusterConf) -> None:
+    """Values that become #SBATCH lines must stay on their line: a newline would end the
+    header (and the next line would run as a command)."""
+    named = {f"cluster.{k}": getattr(cluster, k) for k in
+             ("partition", "account", "qos", "gres", "constraint", "exclude")}
+    for key, value in cluster.additional_parameters.items():
+        named[f"cluster.additional_parameters key {key!r}"] = key
+        named[f"cluster.additional_parameters.{key}"] = value
+    for name, value in named.items():
+        if isinstance(value, str) and any(ord(ch) < 32 or ord(ch) == 127 for ch in value):
+            raise ConfigError(f"{name}={value!r} holds a control character (a newline?); sbatch "
+                              "options must be one line: remove it")
 
 
 def _one_line(text: str) -> str:
@@ -42,9 +56,11 @@ class SlurmExecutor(Executor):
 
     def __init__(self, cluster: ClusterConf) -> None:
         self.cluster = cluster
-        for name in ("array_parallelism", "trials_per_task", "cpus_per_task"):
-            if getattr(cluster, name) < 1:
-                raise ConfigError(f"cluster.{name} must be at least 1, got {getattr(cluster, name)}")
+        for name in ("array_parallelism", "trials_per_task", "cpus_per_task", "max_array_size"):
+            value = getattr(cluster, name)
+            if value is not None and value < 1:
+                raise ConfigError(f"cluster.{name} must be at least 1, got {value}")
+        _check_sbatch_values(cluster)
         if cluster.mem_gb <= 0:
             raise ConfigError(f"cluster.mem_gb must be positive, got {cluster.mem_gb}; e.g. 4")
         if cluster.timeout_min is not None and cluster.timeout_min * 60 <= cluster.signal_delay_s:
@@ -139,7 +155,7 @@ class SlurmExecutor(Executor):
                 raise SweeperError(
                     f"sbatch failed for tasks {first}..{first + n - 1} of launch {number}: "
                     f"{_one_line(r.stderr)}; {len(launch.arrays)} array(s) were submitted. Submit the "
-                    f"rest later with `sweeper resume {paths.root}`"
+                    f"rest later with `sweeper resume {shell_path(paths.root)}`"
                 )
             previous = r.stdout.strip().split(";")[0]
             launch.arrays.append(ArrayRecord(previous, first, n))
@@ -150,8 +166,8 @@ class SlurmExecutor(Executor):
         err.print(f"[sweeper] submitted {len(ids)} trials as {len(jobs)} array(s): {', '.join(jobs)} "
                   f"({launch.n_tasks} tasks, at most {c.array_parallelism} at once)")
         err.print(f"[sweeper] sweep dir: {paths.root}")
-        err.print(f"[sweeper] watch it: sweeper status {paths.root} --watch   "
-                  f"(then: sweeper merge {paths.root})")
+        err.print(f"[sweeper] watch it: sweeper status {shell_path(paths.root)} --watch   "
+                  f"(then: sweeper merge {shell_path(paths.root)})")
         return LaunchResult(job_ids=jobs)
 
     def _wait(self, paths: SweepPaths, ids: list[int], jobs: list[str],
@@ -176,13 +192,13 @@ class SlurmExecutor(Executor):
                     done = Counter(s for s in mine.values() if s not in IN_QUEUE)
                     running = sum(s == "running" for s in mine.values())
                     bar.update(done, running)
-                    if not any(s in IN_QUEUE for s in mine.values()):
+                    if state.queue_ok and not any(s in IN_QUEUE for s in mine.values()):
                         result.statuses = done
                         return result
                     time.sleep(poll_interval_s)
             except KeyboardInterrupt:
                 err.print(f"[sweeper] stopped waiting; the arrays keep running: "
-                          f"sweeper status {paths.root} --watch")
+                          f"sweeper status {shell_path(paths.root)} --watch")
                 result.interrupted = True
                 return result
 

@@ -50,6 +50,8 @@ class Report:
 def ranked(data: ReportData, options: ReportOptions) -> pd.DataFrame:
     """Completed trials, best first: by the weighted score when `select` is set."""
     done = data.done.copy()
+    if done.empty:
+        return done
     if options.select:
         done["score"] = selection_scores(done, options.select, options.maximize)
         return done.sort_values(["score", "trial_id"])
@@ -98,6 +100,12 @@ def _write_text(path: Path, text: str) -> Path:
 def build_report(paths: SweepPaths, options: ReportOptions) -> Report:
     """Write ``DIR/report/`` and return what it found."""
     data = load(paths, options.metric, options.direction)
+    for key in options.heatmap:
+        if key not in data.params:
+            from sweeper.errors import ConfigError, closest
+
+            raise ConfigError(f"--heatmap key {key!r} was not searched{closest(key, data.params)}; "
+                              f"searched keys: {', '.join(data.params)}")
     out = paths.report_dir
     out.mkdir(parents=True, exist_ok=True)
     order = ranked(data, options)
@@ -126,7 +134,7 @@ def build_report(paths: SweepPaths, options: ReportOptions) -> Report:
     shown = [(p, title) for fig, name, title in images if (p := _save(fig, out / name)) is not None]
     files += [p for p, _ in shown]
     notes = advice(data, best)
-    best_yaml = str(best["config_yaml"]) if best is not None and best.get("config_yaml") else ""
+    best_yaml = _runnable(str(best["config_yaml"])) if best is not None and best.get("config_yaml") else ""
     if best is not None and best_yaml:
         header = (f"# The best trial ({best['trial_id']}) of {paths.root}: "
                   f"{data.metric}={best[data.metric]:.6g}. Train from it with:\n"
@@ -140,6 +148,18 @@ def build_report(paths: SweepPaths, options: ReportOptions) -> Report:
         f"Sweep report: {paths.root.name}", _facts(data), notes, top, shown, space, counts,
         best_yaml, run_command(out))))
     return Report(data, best, top, values, notes, files)
+
+
+def _runnable(config_yaml: str) -> str:
+    """The trial's config as a file to train from: `cluster_overrides` were applied when the
+    sweep was planned, so they go (a second merge would undo the trial's searched values)."""
+    import yaml
+
+    cfg = yaml.safe_load(config_yaml)
+    if isinstance(cfg, dict):
+        cfg.pop("cluster_overrides", None)
+        return str(yaml.safe_dump(cfg, sort_keys=False))
+    return config_yaml
 
 
 def run_command(report_dir: Path) -> str:

@@ -63,12 +63,21 @@ def load(paths: SweepPaths, metric: str | None = None, direction: str | None = N
     if direction not in ("minimize", "maximize"):
         raise ConfigError(f"direction must be minimize or maximize, got {direction!r}")
     space = [dict(s) for s in sweep.space]
+    numeric = [c for c in df.columns if _numeric(df[c])
+               and c not in ("trial_id", "variant", "seed", "attempt", "slurm_array_task_id")]
+    if metric not in df.columns and (df["status"] == "completed").any():
+        raise ConfigError(f"the results have no metric {metric!r}{closest(metric, numeric)}; "
+                          f"metrics: {', '.join(numeric) or 'none'}")
     return ReportData(paths, sweep, df, merged.curves.to_pandas(), metric, direction,
                       [str(p.key) for p in sweep.params], space)
 
 
+def _numeric(col: pd.Series) -> bool:
+    return pd.api.types.is_numeric_dtype(col) and not pd.api.types.is_bool_dtype(col)
+
+
 def _check_metrics(df: pd.DataFrame, names: Sequence[str]) -> None:
-    numeric = [c for c in df.columns if pd.api.types.is_numeric_dtype(df[c])]
+    numeric = [c for c in df.columns if _numeric(df[c])]
     for name in names:
         if name not in df.columns:
             raise ConfigError(f"the results have no metric {name!r}{closest(name, numeric)}; "

@@ -55,9 +55,11 @@ def heatmap_data(data: ReportData, x: str, y: str) -> pd.DataFrame:
 
 
 def heatmap(data: ReportData, x: str | None, y: str | None) -> Any:
-    if x is None or y is None:
+    if x is None or y is None or data.done.empty:
         return None
     table = heatmap_data(data, x, y)
+    if table.empty:
+        return None
     plt = _plt()
     fig, ax = plt.subplots(figsize=(1.2 * table.shape[1] + 3, 0.8 * table.shape[0] + 2))
     cmap = "viridis_r" if data.direction == "minimize" else "viridis"
@@ -87,9 +89,9 @@ def importance(data: ReportData, values: dict[str, float]) -> Any:
 
 
 def history(data: ReportData) -> Any:
-    done = data.done.sort_values("finished_at")
-    if done.empty:
+    if data.done.empty:
         return None
+    done = data.done.sort_values("finished_at")
     plt = _plt()
     fig, ax = plt.subplots(figsize=(8, 4))
     values = done[data.metric].to_numpy(float)
