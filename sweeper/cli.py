@@ -22,9 +22,9 @@ USAGE = """\
 sweeper [run] [HYDRA_OVERRIDES...]   run one training, or a sweep with +search=NAME or key=a,b
 sweeper plan  [HYDRA_OVERRIDES...]   dry run: write trials.parquet and show it, run nothing
 sweeper merge  DIR                   one table of results: DIR/results.parquet, DIR/curves.parquet
-sweeper status DIR                   counts of trials per state
-sweeper resume DIR [--retry-failed]  run what is missing, cancelled or timed out
-sweeper cancel DIR                   stop the sweep's running trials
+sweeper status DIR [--watch]         trials per state (result files, squeue, sacct)
+sweeper resume DIR [--retry-failed]  run what has no completed result and is not queued
+sweeper cancel DIR                   stop the sweep's running trials (local and SLURM)
 sweeper report DIR                   plots, top trials, the best config, what to search next
 sweeper next   DIR                   a search YAML narrowed around the best trial
 
@@ -128,7 +128,7 @@ def _hydra(args: Sequence[str], plan: bool) -> int:
 
 def _dir_command(name: str, help_text: str, add: Callable[[argparse.ArgumentParser], None],
                  sub: Any) -> None:
-    p = sub.add_parser(name, help=help_text, description=help_text)
+    p = sub.add_parser(name, prog=f"sweeper {name}", help=help_text, description=help_text)
     p.add_argument("dir", type=Path, help="the sweep dir (hydra.sweep.dir)")
     add(p)
 
