@@ -108,13 +108,15 @@ def footprint(tmp: Path, k: int, n: int = 40) -> None:
     for f in (sweep_dir / "results.parquet", sweep_dir / "curves.parquet"):
         f.unlink()  # written by the end-of-run merge, not by the trials
     files = [p for p in sweep_dir.rglob("*") if p.is_file()]
-    per_sweep = [p for p in files if p.parent in (sweep_dir, sweep_dir / "launches")]
-    results = [p for p in files if p.parent.name == "results"]
+    results = [p for p in files if p.parent.name == "results" and p.name.startswith("trial-")]
+    per_sweep = [p for p in files if p.parent in (sweep_dir, sweep_dir / "launches")
+                 or (p.parent.name == "results" and p not in results)]
     logs = [p for p in files if p.parent.name == "logs"]
     nbytes = sum(p.stat().st_size for p in results + logs)
     print(f"k={k:2d}: {len(results)} result files + {len(logs)} task logs for {n} trials = "
           f"{(len(results) + len(logs)) / n:.2f} files and {nbytes / n / 1024:.1f} KB per trial "
-          f"(+ {len(per_sweep)} files per sweep: sweep.yaml, trials.parquet, launch record, script, lock)")
+          f"(+ {len(per_sweep)} files per sweep: sweep.yaml, trials.parquet, launch record, scripts, "
+          "locks)")
     import pyarrow.parquet as pq
 
     overheads = []

@@ -172,7 +172,7 @@ def test_trials_per_task_packs_trials(tmp_path: Path) -> None:
     assert sorted(sorted(v) for v in by_pid.values()) == [[0, 1, 2, 3, 4], [5, 6, 7, 8, 9], [10, 11]]
     assert len(list((sweep_dir / "logs").glob("slurm-*.log"))) == 3
     assert sorted(p.name for p in (sweep_dir / "results").iterdir()) == [
-        f"trial-{i:06d}.parquet" for i in range(12)]
+        ".write.lock", *(f"trial-{i:06d}.parquet" for i in range(12))]  # one lock file per sweep
 
 
 def test_a_failed_trial_is_failed_in_sacct_and_in_merge(tmp_path: Path) -> None:
