@@ -14,11 +14,18 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from conftest import ROOT, TESTS, read_results, result_rows
+from conftest import ROOT, TESTS, read_results, result_rows, run_cli
 
 pytestmark = pytest.mark.slow
 
 BEHAVE = ["cluster=local", "task.fn=sweeper_test_tasks:behave", "search.space={}"]
+
+
+def background_sweep(*args: str) -> subprocess.Popen[str]:
+    """``python -m sweeper ARGS`` started in the background, with the test tasks importable."""
+    env = {**os.environ, "PYTHONPATH": f"{TESTS}{os.pathsep}{ROOT}"}
+    return subprocess.Popen([sys.executable, "-m", "sweeper", *args], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 def test_coarse_lstm_sweep_then_merge(cli, tmp_path: Path) -> None:
@@ -113,11 +120,8 @@ def test_same_command_again_skips_completed_trials(cli, tmp_path: Path) -> None:
 
 def test_ctrl_c_stops_cleanly_and_resume_finishes(tmp_path: Path) -> None:
     sweep_dir = tmp_path / "s"
-    env = {**os.environ, "PYTHONPATH": f"{TESTS}{os.pathsep}{ROOT}"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "sweeper", *BEHAVE, "+x=range(0,10)", "+sleep_s=1.5",
-         "cluster.max_parallel=2", f"hydra.sweep.dir={sweep_dir}"],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = background_sweep(*BEHAVE, "+x=range(0,10)", "+sleep_s=1.5", "cluster.max_parallel=2",
+                            f"hydra.sweep.dir={sweep_dir}")
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and len(list((sweep_dir / "results").glob("*.parquet"))
                                               if (sweep_dir / "results").is_dir() else []) < 2:
@@ -132,8 +136,7 @@ def test_ctrl_c_stops_cleanly_and_resume_finishes(tmp_path: Path) -> None:
     completed_before = {i for i, row in rows.items() if row["status"] == "completed"}
     assert len(completed_before) < 10
     mtimes = {i: (sweep_dir / f"results/trial-{i:06d}.parquet").stat().st_mtime_ns for i in completed_before}
-    r = subprocess.run([sys.executable, "-m", "sweeper", "resume", str(sweep_dir)], cwd=ROOT, env=env,
-                       capture_output=True, text=True, timeout=120)
+    r = run_cli("resume", str(sweep_dir), timeout=120)
     assert r.returncode == 0, r.stderr
     rows = result_rows(sweep_dir)
     assert sorted(rows) == list(range(10)) and all(row["status"] == "completed" for row in rows.values())
@@ -269,18 +272,14 @@ def test_live_progress_bar_on_a_terminal(tmp_path: Path, monkeypatch: pytest.Mon
 
 def test_cancel_stops_a_running_local_sweep(tmp_path: Path) -> None:
     sweep_dir = tmp_path / "s"
-    env = {**os.environ, "PYTHONPATH": f"{TESTS}{os.pathsep}{ROOT}"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "sweeper", *BEHAVE, "+x=range(0,8)", "+sleep_s=2",
-         "cluster.max_parallel=2", f"hydra.sweep.dir={sweep_dir}"],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = background_sweep(*BEHAVE, "+x=range(0,8)", "+sleep_s=2", "cluster.max_parallel=2",
+                            f"hydra.sweep.dir={sweep_dir}")
     for _ in range(300):
         logs = sweep_dir / "logs"
         if (logs / "local-driver.json").is_file() and list(logs.glob("local-slot-*.log")):
             break
         time.sleep(0.1)
-    r = subprocess.run([sys.executable, "-m", "sweeper", "cancel", str(sweep_dir)], cwd=ROOT, env=env,
-                       capture_output=True, text=True)
+    r = run_cli("cancel", str(sweep_dir))
     assert r.returncode == 0 and "asked 1 local sweep process(es) to stop" in r.stdout, r.stdout
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
@@ -291,16 +290,13 @@ def test_cancel_stops_a_running_local_sweep(tmp_path: Path) -> None:
 
 def test_same_dir_twice_at_once_is_refused(tmp_path: Path) -> None:
     sweep_dir = tmp_path / "s"
-    env = {**os.environ, "PYTHONPATH": f"{TESTS}{os.pathsep}{ROOT}"}
-    args = [sys.executable, "-m", "sweeper", *BEHAVE, "+x=range(0,4)", "+sleep_s=2",
-            f"hydra.sweep.dir={sweep_dir}"]
-    first = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                             text=True)
+    args = [*BEHAVE, "+x=range(0,4)", "+sleep_s=2", f"hydra.sweep.dir={sweep_dir}"]
+    first = background_sweep(*args)
     for _ in range(300):
         if (sweep_dir / "logs" / "local-driver.json").is_file():
             break
         time.sleep(0.1)
-    second = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True)
+    second = run_cli(*args)
     assert second.returncode == 2 and "a sweep is already running in" in second.stderr
     _, err = first.communicate(timeout=120)
     assert first.returncode == 0, err

@@ -54,6 +54,8 @@ def _one_line(text: str) -> str:
 class SlurmExecutor(Executor):
     """Submits trials as job arrays through sbatch; see the module docstring."""
 
+    _checked = False  # set by check(): launch() need not ask sbatch again
+
     def __init__(self, cluster: ClusterConf) -> None:
         self.cluster = cluster
         for name in ("array_parallelism", "trials_per_task", "cpus_per_task", "max_array_size"):
@@ -130,6 +132,7 @@ class SlurmExecutor(Executor):
         script = self._write_script(paths, 0, str(sweep.get("python") or sys.executable))
         tasks = -(-n_trials // self.cluster.trials_per_task)
         self.validate(paths, script, min(tasks, max_array_size(), self.cluster.max_array_size or tasks))
+        self._checked = True
         err.print(f"[sweeper] sbatch accepts the settings (checked with --test-only): {script}")
 
     def launch(self, paths: SweepPaths, sweep: DictConfig, trials: pa.Table) -> LaunchResult:
@@ -141,7 +144,8 @@ class SlurmExecutor(Executor):
                         c.signal_delay_s)
         paths.logs_dir.mkdir(parents=True, exist_ok=True)
         script = self._write_script(paths, number, str(sweep.get("python") or sys.executable))
-        self.validate(paths, script, min(chunk, launch.n_tasks))
+        if not self._checked:  # resume comes here without check()
+            self.validate(paths, script, min(chunk, launch.n_tasks))
         launch.write(paths)  # before sbatch: a crash in between leaves a record, not orphans
         previous = None
         for first in range(0, launch.n_tasks, chunk):

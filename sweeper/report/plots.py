@@ -12,7 +12,7 @@ import pandas as pd
 
 from sweeper.report.data import ReportData
 
-__all__ = ["PLOTS", "heatmap_data"]
+__all__ = ["heatmap_data"]
 
 
 def _plt() -> Any:
@@ -220,5 +220,3 @@ def pareto(data: ReportData, a: str, b: str, mask: pd.Series) -> Any:
     ax.set_title("Pareto front")
     return fig
 
-
-PLOTS = ("heatmap", "importance", "history", "parallel", "slices", "curves", "failures")
