@@ -29,7 +29,8 @@ def main() -> int:
     ap.add_argument("--keep", type=Path, help="write the sweep here and keep it")
     args = ap.parse_args()
     from sweeper.paths import SweepPaths
-    from sweeper.results import Status, TrialOutcome, write_result
+    from sweeper.results import TrialOutcome, write_result
+    from sweeper.state import TrialState
     from sweeper.trials import read_trials
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -46,7 +47,7 @@ def main() -> int:
             failed = i % 20 == 3
             curve = [] if failed else [{"epoch": e, "val_loss": loss * (1 + 5 / (e + 1)),
                                         "train_loss": loss} for e in range(50)]
-            outcome = TrialOutcome(Status.FAILED if failed else Status.COMPLETED, now,
+            outcome = TrialOutcome(TrialState.FAILED if failed else TrialState.COMPLETED, now,
                                    now + dt.timedelta(seconds=30), curve=curve,
                                    metrics={} if failed else {"val_loss": loss, "train_time_s": 30.0},
                                    error="RuntimeError: CUDA out of memory" if failed else None,

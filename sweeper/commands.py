@@ -29,37 +29,9 @@ def _paths(args: argparse.Namespace) -> SweepPaths:
     return paths
 
 
-def print_top(results: Any, metric: str, direction: str, keys: list[str], k: int = 5) -> None:
-    from sweeper.merge import top_trials
-
-    top = top_trials(results, metric, direction, k)
-    table = Table(title=f"top {top.num_rows} by {metric} ({direction})")
-    for name in ["trial_id", metric, *keys]:
-        table.add_column(name)
-    for row in top.to_pylist():
-        table.add_row(*(fmt(row.get(n)) for n in ["trial_id", metric, *keys]))
-    out.print(table)
-
-
-def merge_and_show(paths: SweepPaths, metric: str | None = None, direction: str | None = None,
-                   top: int = 5) -> None:
-    """Merge the sweep dir's results and print the counts and the best trials."""
-    from sweeper.merge import merge
-    from sweeper.runner import load_sweep
-
-    sweep = load_sweep(str(paths.root))
-    result = merge(paths)
-    for path, why in result.skipped:
-        err.print(f"[sweeper] skipped {path}: {why}")
-    counts = result.results.group_by("status").aggregate([("trial_id", "count")]).to_pylist()
-    summary = ", ".join(f"{c['trial_id_count']} {c['status']}" for c in counts)
-    out.print(f"[sweeper] {result.results.num_rows} trials ({summary}) -> {paths.merged}; "
-              f"{result.curves.num_rows} curve points -> {paths.curves}")
-    print_top(result.results, metric or str(sweep.search.metric),
-              direction or str(sweep.search.direction), [str(p.key) for p in sweep.params], top)
-
-
 def _merge(args: argparse.Namespace) -> int:
+    from sweeper.sweep import merge_and_show
+
     merge_and_show(_paths(args), args.metric, args.direction, args.top)
     return 0
 
@@ -72,36 +44,27 @@ def add_merge(p: argparse.ArgumentParser) -> None:
     p.set_defaults(func=_merge)
 
 
-def _state_table(paths: SweepPaths, n_trials: int, state: Any) -> Table:
-    table = Table(title=f"{paths.root}: {n_trials} trials")
+def _state_table(paths: SweepPaths, state: Any) -> Table:
+    from sweeper.state import ORDER
+
+    counts = state.counts()
+    table = Table(title=f"{paths.root}: {sum(counts.values())} trials")
     table.add_column("state")
     table.add_column("trials", justify="right")
-    order = ["completed", "running", "pending", "requeued", "failed", "timeout", "cancelled",
-             "lost", "unknown", "not run yet"]
-    counts = state.counts()
-    for name in sorted(counts, key=lambda s: order.index(s) if s in order else len(order)):
-        table.add_row(name, str(counts[name]))
+    for name in sorted(counts, key=ORDER.index):
+        table.add_row(name.value, str(counts[name]))
     return table
 
 
 def _status(args: argparse.Namespace) -> int:
-    from sweeper.runner import load_sweep
-    from sweeper.status import sweep_state
+    from sweeper.status import SweepWatcher
 
     paths = _paths(args)
-    n_trials = int(load_sweep(str(paths.root)).n_trials)
+    watcher = SweepWatcher(paths, grace_s=args.grace_s)
     while True:
-        state = sweep_state(paths, n_trials, grace_s=args.grace_s)
-        out.print(_state_table(paths, n_trials, state))
-        if not state.queue_ok:
-            err.print("[sweeper] squeue failed: queued trials show as unknown")
-        if state.accounting_ok is False:
-            err.print("[sweeper] sacct is unavailable: states come from the queue and result files")
-        lost = [f"{tid} ({why})" if why else str(tid) for tid, why in
-                ((t, state.details.get(t, "")) for t, s in state.states.items() if s == "lost")]
-        if lost:
-            err.print(f"[sweeper] lost (left the queue without a result): {', '.join(lost[:10])}"
-                      f"{' ...' if len(lost) > 10 else ''}; `sweeper resume {shell_path(paths.root)}` reruns them")
+        state = watcher.poll()
+        out.print(_state_table(paths, state))
+        _status_notes(paths, state)
         if not args.watch or (state.queue_ok and not state.active):
             return 0
         try:
@@ -110,64 +73,90 @@ def _status(args: argparse.Namespace) -> int:
             return 0
 
 
+def _status_notes(paths: SweepPaths, state: Any) -> None:
+    from sweeper.state import TrialState
+
+    if not state.queue_ok:
+        err.print("[sweeper] squeue failed: queued trials show as unknown")
+    if state.accounting_ok is False:
+        err.print("[sweeper] sacct is unavailable: states come from the queue and result files")
+    running = state.running_here()
+    if running:
+        err.print(f"[sweeper] running: trials {_id_list(running)}")
+    lost = [f"{tid} ({why})" if why else str(tid) for tid, why in
+            ((t, state.details.get(t, "")) for t, s in state.states.items()
+             if s is TrialState.LOST)]
+    if lost:
+        err.print(f"[sweeper] lost (ended without a result): {', '.join(lost[:10])}"
+                  f"{' ...' if len(lost) > 10 else ''}; `sweeper resume {shell_path(paths.root)}` reruns them")
+
+
+def _id_list(ids: list[int], limit: int = 20) -> str:
+    return ", ".join(map(str, ids[:limit])) + (" ..." if len(ids) > limit else "")
+
+
 def add_status(p: argparse.ArgumentParser) -> None:
     p.add_argument("--watch", action="store_true", help="refresh until no trial is queued")
     p.add_argument("--poll-interval-s", type=float, default=10.0, help="with --watch (10)")
     p.add_argument("--grace-s", type=float, default=30.0,
-                   help="a task gone from the queue this long without a result is lost (30)")
+                   help="an array task that left the queue this long ago (sacct's end time, "
+                        "else when status first saw it gone) without a result is lost (30)")
     p.set_defaults(func=_status)
 
 
 def _resume(args: argparse.Namespace) -> int:
     from sweeper.executors import make_executor
-    from sweeper.launch import run_pending
-    from sweeper.runner import load_sweep
-    from sweeper.schema import ClusterConf, validate
+    from sweeper.record import SweepRecord
+    from sweeper.sweep import finish, run_pending
     from sweeper.trials import read_trials
 
     paths = _paths(args)
-    sweep = load_sweep(str(paths.root))
-    cluster = validate(sweep.cluster, ClusterConf, "cluster")
+    record = SweepRecord.load(paths)
+    cluster = record.cluster
     if args.max_parallel is not None:
         cluster = dataclasses.replace(cluster, max_parallel=args.max_parallel)
-    trials = read_trials(paths)
-    executor = make_executor(cluster)
-    executor.wait = args.wait
+    if args.n_trials is not None:
+        record = _grow(paths, record, args.n_trials)
+    # Where it was planned: resuming on another machine never switches local <-> SLURM.
+    executor = make_executor(cluster, record.executor)
+    table = read_trials(paths)
     err.print(f"[sweeper] resuming {paths.root} on: {executor.describe()}")
-    result = run_pending(paths, sweep, trials, executor, args.retry_failed)
+    result = run_pending(paths, record, table, executor, args.retry_failed, wait=args.wait)
     finish(paths, result)
     return result.exit_code
 
 
-def finish(paths: SweepPaths, result: Any) -> None:
-    """After a launch: say how to continue, or merge and show the best trials."""
-    if result.job_ids and not result.statuses:
-        return
-    if result.interrupted:
-        err.print(f"[sweeper] stopped. Continue with `sweeper resume {shell_path(paths.root)}`")
-        return
-    done = ", ".join(f"{n} {s}" for s, n in sorted(result.statuses.items())) or "nothing run"
-    err.print(f"[sweeper] finished: {done}")
-    merge_and_show(paths)
+def _grow(paths: SweepPaths, record: Any, n_trials: int) -> Any:
+    """Extend the sweep's budget to ``n_trials`` (random: the same seeded stream goes on)."""
+    from sweeper.growth import grow
+
+    return grow(paths, record, n_trials)
 
 
 def add_resume(p: argparse.ArgumentParser) -> None:
     p.add_argument("--retry-failed", action="store_true", help="also rerun failed trials")
     p.add_argument("--max-parallel", type=int, help="local: trials at once (default: as planned)")
     p.add_argument("--wait", action="store_true", help="slurm: block until the trials end")
+    p.add_argument("--n-trials", type=int, metavar="N",
+                   help="grow the sweep to N trials first (random: the same seeded draws go "
+                        "on, so the first trials are unchanged; a grid cannot grow)")
     p.set_defaults(func=_resume)
 
 
 def _cancel(args: argparse.Namespace) -> int:
-    from sweeper.executors.local import cancel_local
+    from sweeper.driver import cancel_local
     from sweeper.executors.slurm import cancel_arrays
 
     paths = _paths(args)
-    local = cancel_local(paths)
-    arrays = cancel_arrays(paths)
+    local, note = cancel_local(paths)
+    if note:
+        err.print(f"[sweeper] {note}")
+    arrays, failure = cancel_arrays(paths)
+    if failure:
+        err.print(f"[sweeper] {failure}; nothing on SLURM was cancelled")
     out.print(f"[sweeper] asked {local} local sweep process(es) to stop and cancelled {arrays} "
               f"SLURM array(s); continue later with `sweeper resume {shell_path(paths.root)}`")
-    return 0
+    return 1 if failure else 0
 
 
 def add_cancel(p: argparse.ArgumentParser) -> None:
@@ -187,14 +176,10 @@ def _pairs(text: str | None) -> dict[str, float]:
 
 
 def _report_options(args: argparse.Namespace, paths: SweepPaths) -> Any:
-    from omegaconf import OmegaConf
+    from sweeper.analysis import ReportOptions
+    from sweeper.record import SweepRecord, report_node
 
-    from sweeper.report import ReportOptions
-    from sweeper.runner import load_sweep
-
-    node = OmegaConf.select(load_sweep(str(paths.root)).variants[0].config, "report", default=None)
-    conf = OmegaConf.to_container(node) if node is not None else {}
-    assert isinstance(conf, dict)
+    conf = report_node(SweepRecord.load(paths))
     pareto = args.pareto.split(",") if args.pareto else list(conf.get("pareto") or [])
     if pareto and len(pareto) != 2:
         raise ConfigError(f"--pareto takes two metrics, got {pareto}; e.g. --pareto val_loss,train_time_s")
@@ -209,7 +194,7 @@ def _report_options(args: argparse.Namespace, paths: SweepPaths) -> Any:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from sweeper.report import build_report, run_command
+    from sweeper.analysis import build_report, run_command
 
     paths = _paths(args)
     report = build_report(paths, _report_options(args, paths))
@@ -225,7 +210,7 @@ def _report(args: argparse.Namespace) -> int:
         out.print("importance: " + ", ".join(f"{k} {v:.2f}" for k, v in report.importance.items()))
     for note in report.notes:
         out.print(f"next: {note}")
-    out.print(f"[sweeper] report: {paths.report_dir / 'index.html'} ({len(report.files)} files)")
+    out.print(f"[sweeper] report: {paths.report_index} ({len(report.files)} files)")
     if report.best is not None:
         out.print(f"[sweeper] train from the best config: {run_command(paths.report_dir)}")
     return 0
@@ -246,9 +231,9 @@ def add_report(p: argparse.ArgumentParser) -> None:
 def _next(args: argparse.Namespace) -> int:
     import yaml
 
-    from sweeper.report import ReportOptions, ranked
-    from sweeper.report.advice import next_search
-    from sweeper.report.data import load
+    from sweeper.analysis import ReportOptions, ranked
+    from sweeper.analysis.advice import next_search
+    from sweeper.analysis.data import load
 
     paths = _paths(args)
     data = load(paths)
@@ -257,7 +242,7 @@ def _next(args: argparse.Namespace) -> int:
         raise ConfigError(f"{paths.root} has no completed trial with {data.metric} yet; "
                           "`sweeper next` narrows around the best one")
     best = order.iloc[0]
-    target = args.out or paths.report_dir / "search" / "next.yaml"
+    target = args.out or paths.next_search
     body = {"defaults": [{"override /hydra/sweeper": "sweeper"}], "hydra": {"mode": "MULTIRUN"},
             "search": next_search(data, best, args.method)}
     header = (f"# @package _global_\n# Narrowed around trial {best['trial_id']} of {paths.root} "
@@ -265,7 +250,7 @@ def _next(args: argparse.Namespace) -> int:
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text(header + yaml.safe_dump(body, sort_keys=False))
     # Keep what the sweep fixed (scenario=..., cluster=...), not its old search settings.
-    fixed = [o for o in data.sweep.get("fixed_overrides", [])
+    fixed = [o for o in data.sweep.fixed_overrides
              if not o.lstrip("+~").startswith(("search", "hydra"))]
     out.print(f"[sweeper] wrote {target}")
     if target.parent.name != "search":

@@ -16,6 +16,7 @@ __all__ = [
     "SpaceError",
     "SweepDirError",
     "SweeperError",
+    "TaskError",
     "TaskImportError",
     "closest",
 ]
@@ -43,6 +44,11 @@ class SweepDirError(ConfigError):
 
 class TaskImportError(ConfigError):
     """``task.fn`` does not name an importable callable."""
+
+
+class TaskError(SweeperError, ValueError):
+    """A task broke the task contract (what it returned or reported). The trial fails with
+    this message; the sweep goes on."""
 
 
 def closest(word: str, options: Iterable[str]) -> str:

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from rich.table import Table
 
 from sweeper import taskref
@@ -18,11 +19,11 @@ from sweeper.console import err as console
 from sweeper.console import fmt, shell_path
 from sweeper.errors import SweeperError
 from sweeper.executors import LaunchResult, make_executor, resolve_executor
-from sweeper.launch import run_pending
 from sweeper.overrides import build_request
 from sweeper.paths import SweepPaths
 from sweeper.planner import Plan, plan_sweep
 from sweeper.schema import ClusterConf, SearchConf, SweeperPluginConf, validate
+from sweeper.sweep import finish, run_pending
 
 __all__ = ["last_result", "run_sweep"]
 
@@ -59,13 +60,13 @@ def _is_group(loader: Any) -> Callable[[str], bool]:
 
 
 def _describe_space(plan: Plan) -> str:
-    params = [p["key"] for p in plan.sweep.space]
-    method = plan.sweep.search.method
+    params = [p["key"] for p in plan.record.space]
+    method = plan.record.search.method
     return f"{method} over {' x '.join(params)}" if params else "a single config (no searched keys)"
 
 
 def _print_head(plan: Plan, rows: int = 5) -> None:
-    keys = [str(p["key"]) for p in plan.sweep.params]
+    keys = plan.record.param_keys
     table = Table(title=f"first {min(rows, plan.n_trials)} of {plan.n_trials} trials")
     for name in ["trial_id", *keys, "seed", "config_hash"]:
         table.add_column(name)
@@ -74,28 +75,49 @@ def _print_head(plan: Plan, rows: int = 5) -> None:
     console.print(table)
 
 
+def _config_source(master: DictConfig) -> tuple[str, str]:
+    """The primary config dir and the config's name, so the sweep can be planned again."""
+    sources = OmegaConf.select(master, "hydra.runtime.config_sources", default=None) or []
+    main = next((s for s in sources if s.get("provider") == "main"), None)
+    name = OmegaConf.select(master, "hydra.job.config_name", default=None)
+    return (str(main.path) if main is not None and main.schema == "file" else "",
+            str(name) if name else "")
+
+
+def _executor_kind(cluster: ClusterConf, sweep_dir: str) -> str:
+    """Where to run: as the user asked, or, for ``auto`` in a dir planned before, where it
+    was planned (a sweep never switches between local and SLURM behind the user's back)."""
+    if cluster.executor == "auto":
+        from sweeper.record import SweepRecord
+
+        paths = SweepPaths(Path(sweep_dir))
+        if paths.sweep_yaml.is_file():
+            return SweepRecord.load(paths).executor
+    return resolve_executor(cluster)
+
+
 def run_sweep(master: DictConfig, hydra_context: Any, task_function: Any,
               arguments: Sequence[str], settings: SweeperPluginConf) -> LaunchResult:
     """Plan the sweep into ``hydra.sweep.dir``, then run whatever it still needs."""
     global last_result
     search = validate(master.get("search"), SearchConf, "search")
     cluster = validate(master.get("cluster"), ClusterConf, "cluster")
-    kind = resolve_executor(cluster)
+    kind = _executor_kind(cluster, master.hydra.sweep.dir)
     loader = hydra_context.config_loader
     params = [f"{k}={v}" for k, v in (settings.params or {}).items()]
     request = build_request(search.space, [*params, *arguments], _is_group(loader), loader,
                             search.seed)
-    fallback = None if getattr(task_function, "_sweeper_entry", False) else taskref.ref_for(task_function)
+    fallback = (os.environ.get("SWEEPER_TASK_FALLBACK") if getattr(task_function, "_sweeper_entry", False)
+                else taskref.ref_for(task_function))
     paths = SweepPaths(master.hydra.sweep.dir)
-    executor = make_executor(cluster)
-    executor.wait = settings.wait
+    executor = make_executor(cluster, kind)
     plan = plan_sweep(paths, search, request, _composer(loader, master), cluster=cluster,
-                      apply_cluster_overrides=kind == "slurm" or "SLURM_JOB_ID" in os.environ,
-                      is_group=_is_group(loader), task_fallback=fallback,
-                      command=list(arguments),
-                      check=lambda sweep, n: executor.check(paths, sweep, n))
+                      executor=kind, is_group=_is_group(loader), task_fallback=fallback,
+                      command=list(arguments), config_source=_config_source(master),
+                      check=lambda record, n: executor.check(paths, record, n))
     verb = "found" if plan.existed else "planned"
-    console.print(f"[sweeper] {verb} {plan.n_trials} trials ({_describe_space(plan)}) "
+    grown = f", {plan.added} added" if plan.added else ""
+    console.print(f"[sweeper] {verb} {plan.n_trials} trials{grown} ({_describe_space(plan)}) "
                   f"in {paths.root}")
     console.print(f"[sweeper] runs on: {executor.describe()}")
     if settings.dry_run:
@@ -104,8 +126,7 @@ def run_sweep(master: DictConfig, hydra_context: Any, task_function: Any,
                       f"`sweeper resume {shell_path(paths.root)}`")
         last_result = LaunchResult()
         return last_result
-    last_result = run_pending(paths, plan.sweep, plan.table, executor, settings.retry_failed)
-    from sweeper.commands import finish
-
+    last_result = run_pending(paths, plan.record, plan.table, executor, settings.retry_failed,
+                              wait=settings.wait)
     finish(paths, last_result)
     return last_result

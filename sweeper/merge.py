@@ -24,7 +24,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from sweeper.paths import SweepPaths, atomic_path
-from sweeper.results import Status
+from sweeper.state import TrialState
 from sweeper.trials import read_trials
 
 __all__ = ["MergeResult", "explode_curves", "merge", "top_trials"]
@@ -139,7 +139,7 @@ def merge(paths: SweepPaths, write: bool = True) -> MergeResult:
         parts = [found]
     missing = trials.filter(pc.invert(pc.is_in(trials.column("trial_id"),
                                                pa.array(merged_ids, pa.int64()))))
-    status = pa.array([Status.MISSING.value] * missing.num_rows, pa.string())
+    status = pa.array([TrialState.MISSING.value] * missing.num_rows, pa.string())
     parts.append(missing.append_column("status", status))
     results = pa.concat_tables(parts, promote_options="permissive").sort_by("trial_id")
     curves = explode_curves(results)

@@ -61,6 +61,44 @@ class SweepPaths:
     def launches_dir(self) -> Path:
         return self.root / "launches"
 
+    def launch_record(self, number: int) -> Path:
+        return self.launches_dir / f"launch-{number:04d}.json"
+
+    def launch_script(self, number: int) -> Path:
+        return self.launches_dir / f"launch-{number:04d}.sh"
+
+    @property
+    def write_lock(self) -> Path:
+        """Taken only for the instant a result file is checked and renamed."""
+        return self.results_dir / ".write.lock"
+
+    @property
+    def markers_dir(self) -> Path:
+        return self.root / "attempts"
+
+    def marker(self, trial_id: int) -> Path:
+        """The latest attempt's start record (see :mod:`sweeper.attempts`)."""
+        return self.markers_dir / f"trial-{trial_id:06d}.json"
+
+    @property
+    def trial_parts_dir(self) -> Path:
+        """Rows appended to the trial table after planning, one part file per append."""
+        return self.root / "trials"
+
+    def trial_part(self, number: int) -> Path:
+        return self.trial_parts_dir / f"part-{number:06d}.parquet"
+
+    @property
+    def report_index(self) -> Path:
+        return self.report_dir / "index.html"
+
+    @property
+    def next_search(self) -> Path:
+        return self.report_dir / "search" / "next.yaml"
+
+    def tensorboard_dir(self, trial_id: int) -> Path:
+        return self.root / "tensorboard" / f"trial-{trial_id:06d}"
+
     # %A/%a are sbatch's array job and task ids: one log per array task, relative to the
     # sweep dir (jobs start there), so no path reaches the #SBATCH lines.
     slurm_log_pattern = "logs/slurm-%A_%a.log"

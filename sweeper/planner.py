@@ -27,8 +27,9 @@ from sweeper import __version__, taskref
 from sweeper.console import shell_path
 from sweeper.errors import ConfigError, SweepDirError, closest
 from sweeper.overrides import SweepRequest, parse_overrides
-from sweeper.paths import SweepPaths, atomic_path
+from sweeper.paths import SweepPaths
 from sweeper.provenance import git_state
+from sweeper.record import SweepRecord, VariantRecord
 from sweeper.schema import ClusterConf, SearchConf
 from sweeper.space import Param
 from sweeper.strategies import make_strategy
@@ -37,7 +38,6 @@ from sweeper.trials import ParamColumn, build_table, read_trials, write_trials
 __all__ = ["Plan", "Variant", "apply_cluster_overrides", "plan_sweep"]
 
 Composer = Callable[[list[str]], DictConfig]
-_FORMAT = 1
 _MISSING = object()
 
 
@@ -53,9 +53,10 @@ class Variant:
 class Plan:
     paths: SweepPaths
     table: pa.Table
-    sweep: DictConfig
+    record: SweepRecord
     fingerprint: str
     existed: bool
+    added: int = 0  # rows appended to an existing table (a larger budget)
 
     @property
     def n_trials(self) -> int:
@@ -181,12 +182,17 @@ def _task_ref(task: DictConfig, fallback: str | None) -> str:
     return ref
 
 
+# The budget (n_trials, caps) may grow on resume, and the metric only ranks: the same sweep.
+_NOT_FINGERPRINTED = ("space", "metric", "direction", "max_grid_size", "max_trials", "n_trials",
+                      "allow_truncate")
+
+
 def _fingerprint(search: SearchConf, variants: Sequence[Variant], specs: Sequence[ParamColumn],
                  space: Sequence[Param]) -> str:
     blob = json.dumps({
-        "format": _FORMAT,
+        "format": 2,
         "search": {k: v for k, v in dataclasses.asdict(search).items()
-                   if k not in ("space", "metric", "direction", "max_grid_size")},
+                   if k not in _NOT_FINGERPRINTED},
         "variants": [v.config_hash for v in variants],
         "params": [dataclasses.asdict(s) for s in specs],
         "space": [repr(p) for p in space],
@@ -205,28 +211,26 @@ def _space_record(p: Param) -> dict[str, Any]:
     return record
 
 
-def _guard_dir(paths: SweepPaths, fingerprint: str) -> bool:
-    """True when the dir already holds this sweep; refuse another sweep's dir."""
+def _guard_dir(paths: SweepPaths, fingerprint: str) -> SweepRecord | None:
+    """The dir's record when it already holds this sweep (None for a fresh dir); refuse
+    another sweep's dir, or one whose sweep.yaml cannot be read."""
     if paths.sweep_yaml.is_file():
-        try:
-            old = OmegaConf.to_container(OmegaConf.load(paths.sweep_yaml)).get("fingerprint")  # type: ignore[union-attr]
-        except Exception:
-            old = "<unreadable sweep.yaml>"
-        if old != fingerprint:
+        old = SweepRecord.load(paths)  # unreadable: its own message, never "a different sweep"
+        if old.fingerprint != fingerprint:
             raise SweepDirError(
-                f"{paths.root} holds a different sweep (fingerprint {old}, this one "
+                f"{paths.root} holds a different sweep (fingerprint {old.fingerprint}, this one "
                 f"{fingerprint}: another space, method or config), and results are never "
                 "mixed; start a fresh dir with hydra.sweep.dir=<new path>, or resume that "
                 f"sweep with `sweeper resume {shell_path(paths.root)}`"
             )
         read_trials(paths, trial_ids=[])
-        return True
+        return old
     if paths.results_dir.is_dir() and any(paths.results_dir.iterdir()):
         raise SweepDirError(
             f"{paths.root} has results but no sweep.yaml, so it cannot be checked; "
             "use a fresh dir with hydra.sweep.dir=<new path>"
         )
-    return False
+    return None
 
 
 def _make_dir(paths: SweepPaths) -> None:
@@ -248,71 +252,89 @@ def plan_sweep(
     compose: Composer,
     *,
     cluster: ClusterConf,
-    apply_cluster_overrides: bool,
+    executor: str,
     is_group: Callable[[str], bool],
     task_fallback: str | None = None,
     command: Sequence[str] = (),
-    check: Callable[[DictConfig, int], None] | None = None,
+    config_source: tuple[str, str] = ("", ""),
+    check: Callable[[SweepRecord, int], None] | None = None,
 ) -> Plan:
     """Expand, compose, validate and write ``trials.parquet`` and ``sweep.yaml``.
 
-    ``check(sweep, n_trials)`` runs after the dir is found usable and before anything is
-    written (the executor checks its settings there). Planning into a dir that holds the same
-    sweep keeps its trial table and results, and records the latest cluster settings.
+    ``executor`` is where the sweep runs (``local`` or ``slurm``, already resolved); SLURM
+    sweeps, and sweeps planned inside a SLURM job, get ``cluster_overrides``. ``check(record,
+    n_trials)`` runs after the dir is found usable and before anything is written (the
+    executor checks its settings there). Planning into a dir that holds the same sweep keeps
+    its trial table and results, appends the rows of a larger budget, and records the latest
+    cluster settings. A dir whose local sweep is running is refused before anything changes.
     """
-    from filelock import FileLock
+    import os
+
+    from sweeper.driver import refuse_if_live
+    from sweeper.locks import dir_lock
 
     design = make_strategy(search).propose(request.space.params)
     columns = {p.key: data for p, data in design.columns}
-    variants, variant_ids = _variants(request, columns, compose, apply_cluster_overrides,
-                                      is_group, design.n_trials)
+    applied = executor == "slurm" or "SLURM_JOB_ID" in os.environ
+    variants, variant_ids = _variants(request, columns, compose, applied, is_group,
+                                      design.n_trials)
     refs = [_task_ref(v.config, task_fallback) for v in variants]
     seeds = [int(OmegaConf.select(v.config, "seed", default=search.seed)) for v in variants]
     table, specs = build_table(request, design, variant_ids, [v.config_hash for v in variants], seeds)
     fingerprint = _fingerprint(search, variants, specs, request.space.params)
     _make_dir(paths)
-    with FileLock(str(paths.lock)):
-        existed = _guard_dir(paths, fingerprint)
-        sweep = _sweep_record(paths, search, request, cluster, variants, refs, specs, fingerprint,
-                              table.num_rows, apply_cluster_overrides, command)
+    with dir_lock(paths.lock, "the sweep dir", timeout_s=60):
+        refuse_if_live(paths)
+        old = _guard_dir(paths, fingerprint)
+        record = _sweep_record(paths, search, request, cluster, variants, refs, specs,
+                               fingerprint, executor, applied, command)
+        record = record.replace(config_dir=config_source[0], config_name=config_source[1])
+        if old is not None:
+            record = record.replace(created_at=old.created_at)
         if check is not None:
-            check(sweep, table.num_rows)
-        if existed:
-            old = OmegaConf.to_container(OmegaConf.load(paths.sweep_yaml))
-            sweep.created_at = old.get("created_at", sweep.created_at)  # type: ignore[union-attr]
-        else:
+            check(record, table.num_rows)
+        added = 0
+        if old is None:
             write_trials(table, paths, fingerprint)
-        with atomic_path(paths.sweep_yaml) as tmp:
-            OmegaConf.save(sweep, tmp, resolve=False)
-    return Plan(paths, table, sweep, fingerprint, existed)
+        else:
+            added = _extend(paths, table)
+        record.save(paths)
+    return Plan(paths, read_trials(paths) if added else table, record, fingerprint,
+                old is not None, added)
+
+
+def _extend(paths: SweepPaths, table: pa.Table) -> int:
+    """Append the planned rows beyond those the dir holds (a larger budget); returns how many.
+
+    The rows it holds must be the plan's first ones: draws are prefix-stable, so growing a
+    random sweep keeps every earlier trial.
+    """
+    from sweeper.trials import append_trials, read_trials_columns
+
+    held = read_trials_columns(paths, ["trial_id", "config_hash"])
+    if table.num_rows <= held.num_rows:
+        return 0
+    planned = table.column("config_hash").slice(0, held.num_rows)
+    if not planned.equals(held.column("config_hash")):
+        raise SweepDirError(
+            f"{paths.root} holds trials that this plan does not start with, so it cannot grow "
+            "that table; plan into a fresh dir with hydra.sweep.dir=<new path>"
+        )
+    append_trials(paths, table.slice(held.num_rows))
+    return table.num_rows - held.num_rows
 
 
 def _sweep_record(paths: SweepPaths, search: SearchConf, request: SweepRequest,
                   cluster: ClusterConf, variants: Sequence[Variant], refs: Sequence[str],
-                  specs: Sequence[ParamColumn], fingerprint: str, n_trials: int,
-                  applied: bool, command: Sequence[str]) -> DictConfig:
+                  specs: Sequence[ParamColumn], fingerprint: str, executor: str,
+                  applied: bool, command: Sequence[str]) -> SweepRecord:
     commit, dirty = git_state(Path.cwd())
-    record = {
-        "format": _FORMAT,
-        "fingerprint": fingerprint,
-        "sweeper_version": __version__,
-        "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "command": list(command),
-        "cwd": str(Path.cwd()),
-        "python": sys.executable,
-        "git": {"commit": commit, "dirty": dirty},
-        "n_trials": n_trials,
-        "search": {k: v for k, v in dataclasses.asdict(search).items() if k != "space"},
-        "space": [_space_record(p) for p in request.space.params],
-        "fixed_overrides": request.fixed,
-        "params": [dataclasses.asdict(s) for s in specs],
-        "cluster": dataclasses.asdict(cluster),
-        "cluster_overrides_applied": applied,
-        "variants": [
-            {"choices": list(v.choices), "task_fn": ref, "config_hash": v.config_hash,
-             "config": v.config, "hydra": v.hydra}
-            for v, ref in zip(variants, refs, strict=True)
-        ],
-        "sweep_dir": str(paths.root),
-    }
-    return OmegaConf.create(record)
+    return SweepRecord(
+        fingerprint=fingerprint, executor=executor, search=search, cluster=cluster,
+        space=tuple(_space_record(p) for p in request.space.params), params=tuple(specs),
+        variants=tuple(VariantRecord(v.choices, ref, v.config_hash, v.config, v.hydra)
+                       for v, ref in zip(variants, refs, strict=True)),
+        fixed_overrides=tuple(request.fixed), cluster_overrides_applied=applied,
+        command=tuple(command), cwd=str(Path.cwd()), python=sys.executable,
+        git_commit=commit, git_dirty=dirty, created_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        sweeper_version=__version__, sweep_dir=str(paths.root))

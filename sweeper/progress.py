@@ -17,6 +17,8 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
+from sweeper.state import TrialState
+
 __all__ = ["SweepProgress"]
 
 
@@ -24,7 +26,7 @@ class SweepProgress:
     """Shows done, running and failed trials, and the ETA.
 
     >>> with SweepProgress(total=4) as bar:
-    ...     bar.update(Counter(completed=4), running=0)
+    ...     bar.update(Counter({TrialState.COMPLETED: 4}), running=0)
     """
 
     def __init__(self, total: int, label: str = "trials", plain_every_s: float = 10.0) -> None:
@@ -60,9 +62,9 @@ class SweepProgress:
         else:
             self._print_plain(force=True)
 
-    def update(self, finished: Counter[str], running: int) -> None:
+    def update(self, finished: Counter[TrialState], running: int) -> None:
         done = sum(finished.values())
-        failed = done - finished.get("completed", 0)
+        failed = sum(n for s, n in finished.items() if not s.is_settled())
         self._progress.update(self._task, completed=done, running=running, failed=failed)
         self._state = (done, running, failed)
         if self.plain:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import enum
 import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -12,31 +11,18 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from sweeper.locks import dir_lock
 from sweeper.paths import SweepPaths, temp_beside
+from sweeper.state import TrialState
 
-__all__ = ["Status", "TrialOutcome", "read_statuses", "write_result"]
-
-
-class Status(str, enum.Enum):
-    """A trial's state. ``missing`` is filled in by merge for trials with no file;
-    ``lost`` marks a SLURM task that vanished without writing a row; ``requeued`` a
-    trial that checkpointed before its time limit and waits to continue."""
-
-    COMPLETED = "completed"
-    FAILED = "failed"
-    PRUNED = "pruned"
-    TIMEOUT = "timeout"
-    CANCELLED = "cancelled"
-    REQUEUED = "requeued"
-    LOST = "lost"
-    MISSING = "missing"
+__all__ = ["TrialOutcome", "read_attempt", "read_state", "read_states", "write_result"]
 
 
 @dataclass
 class TrialOutcome:
     """Everything the runner learnt about one attempt at a trial."""
 
-    status: Status
+    status: TrialState
     started_at: dt.datetime
     finished_at: dt.datetime
     attempt: int = 1
@@ -104,10 +90,8 @@ def row_table(trial: pa.Table, outcome: TrialOutcome) -> pa.Table:
 
 
 def write_result(paths: SweepPaths, trial: pa.Table, outcome: TrialOutcome) -> bool:
-    """Write the trial's row atomically. A completed result is never replaced:
-    returns False (and writes nothing) when one is already there."""
-    from filelock import FileLock
-
+    """Write the trial's row atomically. A settled result (completed, pruned) is never
+    replaced: returns False (and writes nothing) when one is already there."""
     trial_id = trial.column("trial_id")[0].as_py()
     target = paths.result(trial_id)
     table = row_table(trial, outcome)
@@ -115,17 +99,18 @@ def write_result(paths: SweepPaths, trial: pa.Table, outcome: TrialOutcome) -> b
         # Small uncompressed files without statistics are the cheapest to merge.
         pq.write_table(table, tmp, compression="none", write_statistics=False)
         # Check and rename under one lock: a late row never replaces a completed one.
-        with FileLock(str(paths.results_dir / ".write.lock")):
-            if read_status(target) == Status.COMPLETED.value:
+        with dir_lock(paths.write_lock, "the results dir", timeout_s=120):
+            old = read_state(target)
+            if old is not None and old.is_settled():
                 return False
             os.replace(tmp, target)
     return True
 
 
-def read_status(path: os.PathLike[str] | str) -> str | None:
-    """The status recorded in one result file, or None if it is absent or unreadable."""
+def read_state(path: os.PathLike[str] | str) -> TrialState | None:
+    """The state recorded in one result file, or None if it is absent or unreadable."""
     try:
-        return str(pq.read_table(path, columns=["status"]).column(0)[0].as_py())
+        return TrialState.parse(pq.read_table(path, columns=["status"]).column(0)[0].as_py())
     except (OSError, pa.ArrowException, IndexError, KeyError):
         return None
 
@@ -137,12 +122,12 @@ def read_attempt(path: os.PathLike[str] | str) -> int:
         return 0
 
 
-def read_statuses(paths: SweepPaths, trial_ids: Iterable[int] | None = None) -> dict[int, str]:
-    """trial_id -> recorded status, for every readable result file."""
+def read_states(paths: SweepPaths, trial_ids: Iterable[int] | None = None) -> dict[int, TrialState]:
+    """trial_id -> recorded state, for every readable result file."""
     files = paths.result_files() if trial_ids is None else [paths.result(i) for i in trial_ids]
-    statuses = {}
+    states = {}
     for f in files:
-        status = read_status(f)
-        if status is not None:
-            statuses[int(f.stem.split("-")[1])] = status
-    return statuses
+        state = read_state(f)
+        if state is not None:
+            states[int(f.stem.split("-")[1])] = state
+    return states

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from sweeper.errors import SpaceError, SweepDirError
@@ -23,7 +24,8 @@ from sweeper.paths import SweepPaths, atomic_path
 from sweeper.space import Param, encode_value
 from sweeper.strategies import Design
 
-__all__ = ["RESERVED_COLUMNS", "ParamColumn", "build_table", "read_trials", "write_trials"]
+__all__ = ["RESERVED_COLUMNS", "ParamColumn", "append_trials", "build_table", "next_trial_id",
+           "read_trials", "trial_ids", "write_trials"]
 
 RESERVED_COLUMNS = frozenset({
     "trial_id", "variant", "overrides", "config_hash", "seed", "status", "error", "traceback",
@@ -142,7 +144,8 @@ def build_table(
             )
         columns[p.key], encoding = _column(p, data)
         specs.append(ParamColumn(p.key, p.prefix, encoding, p.group))
-        salt = np.uint64(((pos + 1) * 0x9E3779B97F4A7C15) % 2**64)
+        # Salted by the key's name, so {a: [1, 2]} and {b: [1, 2]} hash apart.
+        salt = np.uint64(_hash64(f"{pos}:{p.key}"))
         h = _mix(h ^ _mix(_contribution(p, data) + salt))
     columns["overrides"] = _overrides(request, design, n)
     columns["config_hash"] = _hex(h)
@@ -160,20 +163,71 @@ def write_trials(table: pa.Table, paths: SweepPaths, fingerprint: str) -> None:
         pq.write_table(table, tmp, row_group_size=_ROW_GROUP)
 
 
-def read_trials(paths: SweepPaths, trial_ids: Sequence[int] | None = None) -> pa.Table:
-    """Read the trial table, or only the given trials; a damaged file is a SweepDirError."""
-    path: Path = paths.trials
-    if not path.is_file():
+def _parts(paths: SweepPaths) -> list[Path]:
+    """The planned table, then the appended parts, in the order they were written."""
+    if not paths.trials.is_file():
         raise SweepDirError(
-            f"{path} does not exist, so {paths.root} is not a planned sweep dir; "
+            f"{paths.trials} does not exist, so {paths.root} is not a planned sweep dir; "
             "plan one with `sweeper plan ...` or `python -m sweeper +search=NAME`"
         )
-    try:
-        filters = [("trial_id", "in", list(trial_ids))] if trial_ids is not None else None
-        return pq.read_table(path, filters=filters)
-    except (pa.ArrowException, OSError) as ex:
-        raise SweepDirError(
-            f"{path} is unreadable ({str(ex).splitlines()[0]}); move it aside and re-run "
-            f"the sweep's command with hydra.sweep.dir={paths.root}: planning is "
-            "deterministic and completed results are kept"
-        ) from None
+    parts = sorted(paths.trial_parts_dir.glob("part-*.parquet")) \
+        if paths.trial_parts_dir.is_dir() else []
+    return [paths.trials, *parts]
+
+
+def append_trials(paths: SweepPaths, rows: pa.Table) -> pa.Table:
+    """Append rows to the trial table as a new part; their ids continue from the highest.
+
+    Callers hold the sweep dir's lock (one writer at a time); a part is written atomically,
+    so readers see all of it or none. Returns the rows with the ids they were given.
+    """
+    start = next_trial_id(paths)
+    rows = rows.set_column(rows.schema.get_field_index("trial_id"), "trial_id",
+                           pa.array(np.arange(start, start + rows.num_rows, dtype=np.int64)))
+    number = len(_parts(paths))
+    target = paths.trial_part(number)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(target) as tmp:
+        pq.write_table(rows, tmp, row_group_size=_ROW_GROUP)
+    return rows
+
+
+def next_trial_id(paths: SweepPaths) -> int:
+    """One past the highest trial id in the table (ids are never reused)."""
+    highest = -1
+    for part in _parts(paths):
+        meta = pq.ParquetFile(part).metadata
+        if meta.num_rows:
+            ids = pq.read_table(part, columns=["trial_id"]).column(0)
+            highest = max(highest, int(pc.max(ids).as_py()))
+    return highest + 1
+
+
+def read_trials(paths: SweepPaths, trial_ids: Sequence[int] | None = None) -> pa.Table:
+    """Read the trial table (the planned rows and every appended part), or only the given
+    trials; a damaged file is a SweepDirError."""
+    tables = []
+    for path in _parts(paths):
+        try:
+            filters = [("trial_id", "in", list(trial_ids))] if trial_ids is not None else None
+            tables.append(pq.read_table(path, filters=filters))
+        except (pa.ArrowException, OSError) as ex:
+            raise SweepDirError(
+                f"{path} is unreadable ({str(ex).splitlines()[0]}); move it aside and re-run "
+                f"the sweep's command with hydra.sweep.dir={paths.root}: planning is "
+                "deterministic and completed results are kept"
+            ) from None
+    if len(tables) == 1:
+        return tables[0]
+    return pa.concat_tables([t.replace_schema_metadata(None) for t in tables],
+                            promote_options="permissive")
+
+
+def trial_ids(paths: SweepPaths) -> list[int]:
+    """The ids present in the trial table, in order (readers iterate these, not a count)."""
+    return read_trials_columns(paths, ["trial_id"]).column(0).to_pylist()
+
+
+def read_trials_columns(paths: SweepPaths, columns: Sequence[str]) -> pa.Table:
+    tables = [pq.read_table(p, columns=list(columns)) for p in _parts(paths)]
+    return tables[0] if len(tables) == 1 else pa.concat_tables(tables)

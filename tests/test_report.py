@@ -13,9 +13,9 @@ import pytest
 import yaml
 
 from conftest import ROOT, run_cli
+from sweeper.analysis.data import load, pareto_front, selection_scores
+from sweeper.analysis.plots import heatmap_data
 from sweeper.paths import SweepPaths
-from sweeper.report.data import load, pareto_front, selection_scores
-from sweeper.report.plots import heatmap_data
 
 ARTIFACTS = ROOT / "test-artifacts"
 LSTM = ["scenario=tiny", "cluster=local", "optimizer.lr=0.003,0.03", "model.hidden_size=8,16",

@@ -54,15 +54,12 @@ def release_requeued() -> None:
 def wait_done(sweep_dir: Path, timeout_s: float = 300) -> dict[int, str]:
     """Poll sweeper's own state until no trial is queued; returns the states."""
     from sweeper.paths import SweepPaths
-    from sweeper.runner import load_sweep
-    from sweeper.status import sweep_state
+    from sweeper.status import SweepWatcher
 
-    paths = SweepPaths(sweep_dir)
-    n = int(load_sweep(str(paths.root)).n_trials)
-    load_sweep.cache_clear()
+    watcher = SweepWatcher(SweepPaths(sweep_dir), grace_s=5)
     end = time.monotonic() + timeout_s
     while time.monotonic() < end:
-        state = sweep_state(paths, n, grace_s=5)
+        state = watcher.poll()
         if not state.active:
             return state.states
         release_requeued()
@@ -71,7 +68,7 @@ def wait_done(sweep_dir: Path, timeout_s: float = 300) -> dict[int, str]:
 
 
 def job_ids(sweep_dir: Path) -> list[str]:
-    from sweeper.launches import read_launches
+    from sweeper.executors.slurm.records import read_launches
     from sweeper.paths import SweepPaths
 
     return [a.job_id for launch in read_launches(SweepPaths(sweep_dir)) for a in launch.arrays]

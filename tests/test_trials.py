@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pyarrow as pa
 import pytest
@@ -77,26 +79,45 @@ def test_metrics_from_return_values(value: object, expected: dict) -> None:
     assert to_metrics(value, "val_loss") == expected
 
 
-@pytest.mark.parametrize("value", [None, "high", {"x": "y"}, {"status": 1.0}, True])
-def test_bad_return_values_are_errors(value: object) -> None:
-    with pytest.raises((TypeError, ValueError)):
+@pytest.mark.parametrize(("value", "message"), [
+    (None, "the task returned None; return the metric (a float) or a dict of floats"),
+    ("high", "the task returned val_loss='high'; metrics must be numbers: pass a float, e.g. loss.item()"),
+    ({"x": "y"}, "the task returned x='y'; metrics must be numbers"),
+    ({"status": 1.0}, "a metric named 'status', which is a results column of that name"),
+    (True, "the task returned val_loss=True; metrics must be numbers"),
+])
+def test_bad_return_values_are_errors(value: object, message: str) -> None:
+    from sweeper.errors import TaskError
+
+    with pytest.raises(TaskError, match=re.escape(message)):
         to_metrics(value, "val_loss")
+
+
+def test_a_metric_named_like_a_searched_key_is_refused() -> None:
+    """It would overwrite that key's column in the row (the report would then plot the metric)."""
+    from sweeper.errors import TaskError
+
+    with pytest.raises(TaskError, match=re.escape(
+            "the task returned a metric named 'lr', which is a searched key of that name; "
+            "rename the metric, e.g. lr_final")):
+        to_metrics({"val_loss": 0.1, "lr": 1e-5}, "val_loss", taken=["lr", "model.dropout"])
 
 
 def test_a_completed_result_is_never_replaced(tmp_path) -> None:
     import datetime as dt
 
     from sweeper.paths import SweepPaths
-    from sweeper.results import Status, TrialOutcome, read_status, write_result
+    from sweeper.results import TrialOutcome, read_state, write_result
+    from sweeper.state import TrialState
 
     table, _ = _table({"a": [1]})
     paths = SweepPaths(tmp_path)
     now = dt.datetime.now(dt.timezone.utc)
-    assert write_result(paths, table, TrialOutcome(Status.FAILED, now, now, error="x"))
-    assert write_result(paths, table, TrialOutcome(Status.COMPLETED, now, now, metrics={"v": 1.0}))
+    assert write_result(paths, table, TrialOutcome(TrialState.FAILED, now, now, error="x"))
+    assert write_result(paths, table, TrialOutcome(TrialState.COMPLETED, now, now, metrics={"v": 1.0}))
     before = paths.result(0).read_bytes()
-    assert not write_result(paths, table, TrialOutcome(Status.CANCELLED, now, now))
-    assert paths.result(0).read_bytes() == before and read_status(paths.result(0)) == "completed"
+    assert not write_result(paths, table, TrialOutcome(TrialState.CANCELLED, now, now))
+    assert paths.result(0).read_bytes() == before and read_state(paths.result(0)) is TrialState.COMPLETED
     assert sorted(p.name for p in paths.results_dir.iterdir()) == [".write.lock", "trial-000000.parquet"]
 
 

@@ -23,8 +23,9 @@ def resolve_executor(cluster: ClusterConf) -> str:
     return cluster.executor
 
 
-def make_executor(cluster: ClusterConf) -> Executor:
-    kind = resolve_executor(cluster)
+def make_executor(cluster: ClusterConf, kind: str | None = None) -> Executor:
+    """The executor for ``kind`` (local or slurm; default: resolved from the cluster settings)."""
+    kind = kind or resolve_executor(cluster)
     if kind == "slurm":
         from sweeper.executors.slurm import SlurmExecutor
 

@@ -1,57 +1,77 @@
 """The executor extension point: where and how trials run.
 
-An executor gets a planned sweep dir and the ids of the trials to run. The local
-executor runs them on this machine and returns when they have ended; the SLURM
-executor submits job arrays and returns at once. Either way the sweep dir is the
-state: ``status``, ``resume`` and ``merge`` read only that.
+An executor has two roles, as submitit's Executor and Job do:
+
+- :meth:`Executor.submit` claims the trials (the local driver record, or SLURM arrays and
+  their launch record). It runs under the sweep dir's lock, so it must be quick.
+- :meth:`Executor.wait` runs or watches them until they end, *outside* any lock, calling
+  ``on_done(trial_id, state)`` as each trial ends (the hook an ask/tell loop tells from).
+
+Local trials run in this process's children, so a local submission is always waited for;
+SLURM submissions return at once unless the user asks to wait. Either way the sweep dir is
+the state: ``status``, ``resume`` and ``merge`` read only that.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import pyarrow as pa
-from omegaconf import DictConfig
 
 from sweeper.paths import SweepPaths
+from sweeper.record import SweepRecord
+from sweeper.state import TrialState, exit_code_for
 
-__all__ = ["Executor", "LaunchResult"]
+__all__ = ["Executor", "LaunchResult", "OnDone", "Submission"]
+
+#: Called once per trial that ends while waiting: (trial_id, its final state).
+OnDone = Callable[[int, TrialState], None]
 
 
-@dataclass
+@dataclass(frozen=True)
+class Submission:
+    """What :meth:`Executor.submit` claimed: the trials, and SLURM's job ids when any."""
+
+    trial_ids: tuple[int, ...]
+    job_ids: tuple[str, ...] = ()
+    rows: pa.Table | None = None  # local: the rows to run
+
+
+@dataclass(frozen=True)
 class LaunchResult:
-    """What a launch did: final statuses (when it waited), job ids (when it submitted)."""
+    """How the trials of one submission ended (when waited for) or where they went."""
 
-    statuses: Counter[str] = field(default_factory=Counter)
+    states: Counter[TrialState] = field(default_factory=Counter)
     interrupted: bool = False
-    job_ids: list[str] = field(default_factory=list)
+    job_ids: tuple[str, ...] = ()
+    waited: bool = False
 
     @property
     def exit_code(self) -> int:
-        if self.interrupted:
-            return 130
-        failed = sum(n for s, n in self.statuses.items() if s != "completed")
-        return 1 if failed else 0
+        return exit_code_for(self.states.elements(), self.interrupted)
 
 
 class Executor(ABC):
-    """Runs trials of a planned sweep."""
+    """Runs trials of a planned sweep (see the module docstring)."""
 
-    #: Block until the trials have ended (executors that submit and return honour it).
-    wait: bool = False
-    #: True when launch() runs the trials itself, in this process, until they end.
-    blocking: bool = False
+    #: True when the trials run in this process's children: submit() is always waited for.
+    runs_here: bool = False
 
     @abstractmethod
-    def launch(self, paths: SweepPaths, sweep: DictConfig, trials: pa.Table) -> LaunchResult:
-        """Run (or submit) the given rows of the trial table."""
+    def submit(self, paths: SweepPaths, record: SweepRecord, trials: pa.Table) -> Submission:
+        """Claim the given rows of the trial table (quick: called under the sweep dir's lock)."""
 
-    def check(self, paths: SweepPaths, sweep: DictConfig, n_trials: int) -> None:  # noqa: B027
+    @abstractmethod
+    def wait(self, paths: SweepPaths, record: SweepRecord, submission: Submission,
+             on_done: OnDone | None = None) -> LaunchResult:
+        """Run or watch the submitted trials until none is active; never under a lock."""
+
+    def check(self, paths: SweepPaths, record: SweepRecord, n_trials: int) -> None:  # noqa: B027
         """Check the executor's settings before anything runs (bad ones raise ConfigError)."""
 
     def describe(self) -> str:
         """One line on where the trials run, for the plan summary."""
         return type(self).__name__
-

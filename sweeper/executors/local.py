@@ -1,7 +1,7 @@
 """Local multirun: each trial in its own process, at most ``max_parallel`` at once.
 
 Trial processes are forked from a fork server that imported the runner and the
-task's module once (see ``sweeper._preload``), so a trial starts in milliseconds.
+task's module once (see ``sweeper.executors._forkserver_preload``), so a trial starts in milliseconds.
 Each trial still gets a fresh process: a crash, a leak or a SIGKILL touches only
 that trial. Each slot keeps one log file, appended to by its trials, and owns one
 GPU (``CUDA_VISIBLE_DEVICES``) when there are GPUs.
@@ -12,17 +12,15 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import importlib.util
-import json
 import multiprocessing as mp
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from multiprocessing.connection import wait
@@ -30,17 +28,16 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-from omegaconf import DictConfig
 
 from sweeper import taskref
-from sweeper.console import err
-from sweeper.executors._base import Executor, LaunchResult
+from sweeper.executors._base import Executor, LaunchResult, OnDone, Submission
 from sweeper.paths import SweepPaths
 from sweeper.progress import SweepProgress
-from sweeper.results import Status, read_attempt, read_status
+from sweeper.record import SweepRecord
+from sweeper.results import read_attempt, read_state
+from sweeper.state import TrialState
 
-__all__ = ["LocalExecutor", "cancel_local", "claim_driver", "detect_gpus", "live_driver",
-           "release_driver"]
+__all__ = ["LocalExecutor", "detect_gpus"]
 
 _GRACE_S = 10.0
 
@@ -81,20 +78,47 @@ class _Running:
 
 def _child(root: str, row: dict[str, Any], schema: pa.Schema, log_path: str,
            env: dict[str, str]) -> None:
-    """Body of a trial process: own session, own log slot, then the runner."""
-    os.setsid()  # Ctrl-C in the terminal reaches the driver only; it stops trials itself.
+    """Body of a trial process: own process group, own log slot, tied to its driver, then
+    the runner."""
+    # Its own group: Ctrl-C in the terminal reaches the driver only, which stops trials
+    # cleanly. Not its own session, and tied to the driver's life (below), so no trial
+    # outlives its driver: a hang-up, a SIGKILL or an OOM kill of the driver stops it too.
+    os.setpgid(0, 0)
     os.environ.update(env)
+    _die_with_driver(int(env["SWEEPER_DRIVER_PID"]), env.get("SWEEPER_DRIVER_START"))
     fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     os.dup2(fd, 1)
     os.dup2(fd, 2)
     os.close(fd)
     print(f"[sweeper] trial {row['trial_id']} starts (pid {os.getpid()})", flush=True)
+    from sweeper.executors._forkserver_preload import record_for
     from sweeper.runner import exit_code, run_rows
 
-    code = exit_code(run_rows(Path(root), pa.Table.from_pylist([row], schema=schema)), 1)
+    paths = SweepPaths(Path(root))
+    code = exit_code(run_rows(paths, record_for(paths),
+                              pa.Table.from_pylist([row], schema=schema)), 1)
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)  # the row is written; skip interpreter teardown
+
+
+def _die_with_driver(driver_pid: int, driver_start: str | None) -> None:
+    """SIGTERM this trial (a clean ``cancelled`` row) as soon as its driver is gone."""
+    from sweeper.driver import start_time
+
+    if sys.platform.startswith("linux"):
+        # The parent is the fork server, which exits when the driver does.
+        with contextlib.suppress(OSError, AttributeError):
+            import ctypes
+
+            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+    def watch() -> None:
+        while start_time(driver_pid) == driver_start and driver_start is not None:
+            time.sleep(1.0)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="sweeper-driver-watch", daemon=True).start()
 
 
 @contextlib.contextmanager
@@ -120,8 +144,6 @@ def _hidden_main() -> Iterator[None]:
 class LocalExecutor(Executor):
     """Runs trials in parallel processes on this machine, with a live progress bar."""
 
-    blocking = True
-
     def __init__(self, max_parallel: int | None = None, cpus_per_trial: int | None = None,
                  trials_per_gpu: int = 1, timeout_min: float | None = None,
                  gpus: Sequence[str] | None = None) -> None:
@@ -145,11 +167,24 @@ class LocalExecutor(Executor):
             env["CUDA_VISIBLE_DEVICES"] = self.gpus[slot % len(self.gpus)]
         if deadline is not None:
             env["SWEEPER_DEADLINE"] = f"{time.time() + (deadline - time.monotonic()):.3f}"
+        from sweeper.driver import start_time
+
+        env["SWEEPER_DRIVER_PID"] = str(os.getpid())
+        env["SWEEPER_DRIVER_START"] = start_time(os.getpid()) or ""
         return env
 
-    def launch(self, paths: SweepPaths, sweep: DictConfig, trials: pa.Table) -> LaunchResult:
-        rows = trials.to_pylist()
-        modules = {taskref.module_of(str(v.task_fn)) for v in sweep.variants}
+    runs_here = True
+
+    def submit(self, paths: SweepPaths, record: SweepRecord, trials: pa.Table) -> Submission:
+        # The driver record (claimed by the caller under the lock) is the claim; the trial
+        # processes start in wait().
+        return Submission(tuple(trials.column("trial_id").to_pylist()), rows=trials)
+
+    def wait(self, paths: SweepPaths, record: SweepRecord, submission: Submission,
+             on_done: OnDone | None = None) -> LaunchResult:
+        assert submission.rows is not None
+        rows = submission.rows.to_pylist()
+        modules = {taskref.module_of(v.task_fn) for v in record.variants}
         if self.gpus:
             # A task module may touch CUDA when imported; CUDA must first start in each trial,
             # after it has chosen its GPU. torch itself starts no CUDA on import.
@@ -157,74 +192,76 @@ class LocalExecutor(Executor):
         os.environ["SWEEPER_PRELOAD"] = ",".join(sorted(m for m in modules if m))
         os.environ["SWEEPER_PRELOAD_SWEEP"] = str(paths.root)
         ctx = mp.get_context("forkserver")
-        ctx.set_forkserver_preload(["sweeper._preload"])
+        ctx.set_forkserver_preload(["sweeper.executors._forkserver_preload"])
         paths.logs_dir.mkdir(parents=True, exist_ok=True)
-        result = LaunchResult()
-        with SweepProgress(len(rows)) as bar, _stop_on_sigterm():
+        run = _Run(paths, record, submission.rows.schema, on_done)
+        interrupted = False
+        with SweepProgress(len(rows)) as bar, _stop_on_signals():
             try:
-                self._loop(ctx, paths, trials.schema, deque(rows), result, bar)
+                self._loop(ctx, run, deque(rows), bar)
             except KeyboardInterrupt:
-                result.interrupted = True
-        return result
+                interrupted = True
+        return LaunchResult(run.states, interrupted, waited=True)
 
-    def _loop(self, ctx: Any, paths: SweepPaths, schema: pa.Schema, queue: deque[dict[str, Any]],
-              result: LaunchResult, bar: SweepProgress) -> None:
+    def _loop(self, ctx: Any, run: _Run, queue: deque[dict[str, Any]], bar: SweepProgress) -> None:
         running: dict[int, _Running] = {}
         try:
             while queue or running:
                 free = [s for s in range(self.max_parallel) if s not in running]
                 while queue and free:
-                    self._start(ctx, paths, schema, queue.popleft(), free.pop(0), running)
-                bar.update(result.statuses, len(running))
+                    self._start(ctx, run, queue.popleft(), free.pop(0), running)
+                bar.update(run.states, len(running))
                 wait([r.process.sentinel for r in running.values()], timeout=0.5)
-                self._reap(paths, running, result)
+                self._reap(run, running)
                 self._enforce_timeouts(running)
-            bar.update(result.statuses, 0)
+            bar.update(run.states, 0)
         except KeyboardInterrupt:
-            self._stop_all(paths, running, result)
-            bar.update(result.statuses, 0)
+            with _signals_ignored():  # a second Ctrl-C must not leave trials behind
+                self._stop_all(run, running)
+                bar.update(run.states, 0)
             raise
 
-    def _start(self, ctx: Any, paths: SweepPaths, schema: pa.Schema, row: dict[str, Any],
-               slot: int, running: dict[int, _Running]) -> None:
+    def _start(self, ctx: Any, run: _Run, row: dict[str, Any], slot: int,
+               running: dict[int, _Running]) -> None:
+        paths = run.paths
         now = time.monotonic()
         deadline = now + self.timeout_s if self.timeout_s else None
         prev = read_attempt(paths.result(int(row["trial_id"])))
         log = str(paths.local_log(slot))
-        proc = ctx.Process(target=_child, args=(str(paths.root), row, schema, log,
+        proc = ctx.Process(target=_child, args=(str(paths.root), row, run.schema, log,
                                                  self._env(slot, deadline)), daemon=False)
         with _hidden_main():
             proc.start()
         running[slot] = _Running(proc, int(row["trial_id"]), slot, now,
                                  dt.datetime.now(dt.timezone.utc), deadline, prev)
 
-    def _reap(self, paths: SweepPaths, running: dict[int, _Running], result: LaunchResult) -> None:
+    def _reap(self, run: _Run, running: dict[int, _Running]) -> None:
         for slot, r in list(running.items()):
             if r.process.is_alive():
                 continue
             r.process.join()
-            path = paths.result(r.trial_id)
-            status = read_status(path)
-            if status != Status.COMPLETED.value and read_attempt(path) <= r.prev_attempt:
-                status = self._orphan(paths, r)  # its row is an earlier attempt's: it wrote none
-            result.statuses[status or "failed"] += 1
+            path = run.paths.result(r.trial_id)
+            state = read_state(path)
+            if not (state and state.is_settled()) and read_attempt(path) <= r.prev_attempt:
+                state = self._orphan(run, r)  # its row is an earlier attempt's: it wrote none
+            run.done(r.trial_id, state or TrialState.FAILED)
             del running[slot]
 
-    def _orphan(self, paths: SweepPaths, r: _Running) -> str:
+    def _orphan(self, run: _Run, r: _Running) -> TrialState:
         """Write the row a trial process could not write itself (killed, crashed)."""
         from sweeper.runner import write_orphan
 
         code = r.process.exitcode
         how = f"signal {signal.Signals(-code).name}" if code and code < 0 else f"exit code {code}"
-        status = Status.FAILED
+        state = TrialState.FAILED
         if r.stop_sent:  # we stopped it: at its time limit, or because the sweep was cancelled
             timed_out = r.deadline is not None and time.monotonic() >= r.deadline
-            status = Status.TIMEOUT if timed_out else Status.CANCELLED
-        write_orphan(paths, r.trial_id, status,
+            state = TrialState.TIMEOUT if timed_out else TrialState.CANCELLED
+        write_orphan(run.paths, run.record, r.trial_id, state,
                      f"the trial's process ended with {how} before writing a result (killed "
-                     f"by the OS, e.g. out of memory, or by a user); see {paths.local_log(r.slot)}",
-                     r.started_at)
-        return status.value
+                     f"by the OS, e.g. out of memory, or by a user); see "
+                     f"{run.paths.local_log(r.slot)}", r.started_at)
+        return state
 
     def _enforce_timeouts(self, running: dict[int, _Running]) -> None:
         now = time.monotonic()
@@ -235,8 +272,7 @@ class LocalExecutor(Executor):
                           now > r.deadline + _GRACE_S else signal.SIGTERM)
             r.stop_sent = True
 
-    def _stop_all(self, paths: SweepPaths, running: dict[int, _Running],
-                  result: LaunchResult) -> None:
+    def _stop_all(self, run: _Run, running: dict[int, _Running]) -> None:
         print(f"\n[sweeper] interrupted: stopping {len(running)} running trial(s)...",
               file=sys.stderr, flush=True)
         for r in running.values():
@@ -245,57 +281,12 @@ class LocalExecutor(Executor):
         end = time.monotonic() + _GRACE_S
         while running and time.monotonic() < end:
             wait([r.process.sentinel for r in running.values()], timeout=0.2)
-            self._reap(paths, running, result)
+            self._reap(run, running)
         for r in running.values():
             _signal_group(r.process.pid, signal.SIGKILL)
         for r in running.values():
             r.process.join()
-        self._reap(paths, running, result)
-
-
-def _start_time(pid: int) -> str | None:
-    """The process's start time since boot (/proc): with the pid, it names one process."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
-    except (OSError, IndexError):
-        return None
-
-
-def live_driver(paths: SweepPaths) -> dict[str, Any] | None:
-    """The local sweep process running this dir, if one is alive (on this host)."""
-    try:
-        info = json.loads(paths.local_driver.read_text())
-    except (OSError, ValueError):
-        return None
-    if info.get("host") != socket.gethostname():
-        return info  # another host's: it cannot be checked from here, so it counts as alive
-    pid = int(info.get("pid", -1))
-    if _start_time(pid) != info.get("start"):
-        return None  # gone, or the pid was reused by another process
-    return info
-
-
-def claim_driver(paths: SweepPaths) -> None:
-    paths.logs_dir.mkdir(parents=True, exist_ok=True)
-    paths.local_driver.write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
-                                              "start": _start_time(os.getpid())}))
-
-
-def release_driver(paths: SweepPaths) -> None:
-    paths.local_driver.unlink(missing_ok=True)
-
-
-def cancel_local(paths: SweepPaths) -> int:
-    """Ask the process running a local sweep to stop (as Ctrl-C would); returns 0 or 1."""
-    info = live_driver(paths)
-    if info is None:
-        return 0
-    if info.get("host") != socket.gethostname():
-        err.print(f"[sweeper] a local sweep runs this dir on host {info.get('host')}: run "
-                  "`sweeper cancel` there")
-        return 0
-    os.kill(int(info["pid"]), signal.SIGTERM)
-    return 1
+        self._reap(run, running)
 
 
 def _signal_group(pid: int, sig: signal.Signals) -> None:
@@ -303,19 +294,52 @@ def _signal_group(pid: int, sig: signal.Signals) -> None:
     try:
         os.killpg(pid, sig)
     except ProcessLookupError:
-        # Not yet its own group leader (it has not reached setsid): signal it alone.
+        # Not yet its own group leader (it has not reached setpgid): signal it alone.
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, sig)
 
 
-class _stop_on_sigterm:
-    """Treat SIGTERM to the driver like Ctrl-C: stop trials cleanly, keep the dir resumable."""
+class _stop_on_signals:
+    """Treat SIGTERM and SIGHUP (a closed terminal or SSH session) to the driver like Ctrl-C:
+    stop trials cleanly, keep the dir resumable."""
+
+    _SIGNALS = (signal.SIGTERM, signal.SIGHUP)
 
     def __enter__(self) -> None:
         self._main = threading.current_thread() is threading.main_thread()
         if self._main:
-            self._old = signal.signal(signal.SIGTERM, signal.default_int_handler)
+            self._old = [signal.signal(s, signal.default_int_handler) for s in self._SIGNALS]
 
     def __exit__(self, *exc: object) -> None:
         if self._main:
-            signal.signal(signal.SIGTERM, self._old)
+            for s, old in zip(self._SIGNALS, self._old, strict=True):
+                signal.signal(s, old)
+
+
+@contextlib.contextmanager
+def _signals_ignored() -> Iterator[None]:
+    """While trials are being stopped, further Ctrl-C, SIGTERM or SIGHUP wait their turn."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    sigs = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    old = [signal.signal(s, signal.SIG_IGN) for s in sigs]
+    try:
+        yield
+    finally:
+        for s, handler in zip(sigs, old, strict=True):
+            signal.signal(s, handler)
+
+
+class _Run:
+    """One wait(): the sweep, and the states of the trials that ended so far."""
+
+    def __init__(self, paths: SweepPaths, record: SweepRecord, schema: pa.Schema,
+                 on_done: OnDone | None) -> None:
+        self.paths, self.record, self.schema, self.on_done = paths, record, schema, on_done
+        self.states: Counter[TrialState] = Counter()
+
+    def done(self, trial_id: int, state: TrialState) -> None:
+        self.states[state] += 1
+        if self.on_done is not None:
+            self.on_done(trial_id, state)

@@ -1,10 +1,11 @@
 """SLURM: the trial table becomes throttled job arrays, and the command returns at once.
 
-Each array task runs ``python -m sweeper.runner`` on ``trials_per_task`` rows of the table,
+Each array task runs ``python -m sweeper.worker`` on ``trials_per_task`` rows of the table,
 found from a launch record and its array index: nothing is pickled per trial or per task,
 and each task writes one log. Arrays are split to the cluster's MaxArraySize (each starts
-at index 0, with an offset into the launch's tasks) and chained with ``afterany``
-dependencies, so one ``%N`` throttle bounds the whole sweep. The sbatch script is
+at index 0, with an offset into the launch's tasks) and spread over parallel chains of
+``afterany`` dependencies whose throttles add up to ``array_parallelism`` (see
+:func:`chains`), so the sweep runs that many tasks at once, no more. The sbatch script is
 rendered with submitit and checked with ``sbatch --test-only`` before anything is
 submitted.
 """
@@ -16,19 +17,27 @@ import shlex
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-from omegaconf import DictConfig
 
 from sweeper.console import err, shell_path
 from sweeper.errors import ConfigError, SweeperError
-from sweeper.executors._base import Executor, LaunchResult
-from sweeper.launches import ArrayRecord, Launch, compress_ids, next_number, read_launches
+from sweeper.executors._base import Executor, LaunchResult, OnDone, Submission
+from sweeper.executors.slurm.queue import max_array_size, queue_states, scancel
+from sweeper.executors.slurm.records import (
+    ArrayRecord,
+    Launch,
+    compress_ids,
+    next_number,
+    read_launches,
+)
 from sweeper.paths import SweepPaths, atomic_path
+from sweeper.record import SweepRecord
 from sweeper.schema import ClusterConf
-from sweeper.slurm_queue import max_array_size, queue_states, scancel
+from sweeper.state import TrialState
 
 __all__ = ["SlurmExecutor", "cancel_arrays"]
 
@@ -88,7 +97,7 @@ class SlurmExecutor(Executor):
             "requeue": True,
             **dict(c.additional_parameters),
         }
-        command = (f'exec {shlex.quote(python)} -u -m sweeper.runner "$SLURM_SUBMIT_DIR" '
+        command = (f'exec {shlex.quote(python)} -u -m sweeper.worker "$SLURM_SUBMIT_DIR" '
                    f'--launch {launch} --task-offset "$1"')
         try:
             return _make_sbatch_string(
@@ -103,7 +112,7 @@ class SlurmExecutor(Executor):
             raise ConfigError(f"cannot render the sbatch script: {ex}; check cluster settings") from None
 
     def _write_script(self, paths: SweepPaths, number: int, python: str) -> Path:
-        path = paths.launches_dir / f"launch-{number:04d}.sh"
+        path = paths.launch_script(number)
         with atomic_path(path) as tmp:
             tmp.write_text(self.script(paths, number, python))
         return path
@@ -126,16 +135,17 @@ class SlurmExecutor(Executor):
             raise ConfigError(f"sbatch rejects the settings: {_one_line(r.stderr)}; "
                               f"fix the cluster.* settings (script: {script})")
 
-    def check(self, paths: SweepPaths, sweep: DictConfig, n_trials: int) -> None:
+    def check(self, paths: SweepPaths, record: SweepRecord, n_trials: int) -> None:
         """Render the script the next launch would use and have sbatch check it (--test-only)."""
         paths.launches_dir.mkdir(parents=True, exist_ok=True)
-        script = self._write_script(paths, 0, str(sweep.get("python") or sys.executable))
+        script = self._write_script(paths, 0, record.python or sys.executable)
         tasks = -(-n_trials // self.cluster.trials_per_task)
         self.validate(paths, script, min(tasks, max_array_size(), self.cluster.max_array_size or tasks))
         self._checked = True
         err.print(f"[sweeper] sbatch accepts the settings (checked with --test-only): {script}")
 
-    def launch(self, paths: SweepPaths, sweep: DictConfig, trials: pa.Table) -> LaunchResult:
+    def submit(self, paths: SweepPaths, record: SweepRecord, trials: pa.Table) -> Submission:
+        """Write the launch record, then submit its arrays (see :func:`chains`)."""
         c = self.cluster
         ids = trials.column("trial_id").to_pylist()
         number = next_number(paths)
@@ -143,16 +153,15 @@ class SlurmExecutor(Executor):
         launch = Launch(number, compress_ids(ids), c.trials_per_task, chunk, c.max_retries,
                         c.signal_delay_s)
         paths.logs_dir.mkdir(parents=True, exist_ok=True)
-        script = self._write_script(paths, number, str(sweep.get("python") or sys.executable))
+        script = self._write_script(paths, number, record.python or sys.executable)
         if not self._checked:  # resume comes here without check()
             self.validate(paths, script, min(chunk, launch.n_tasks))
         launch.write(paths)  # before sbatch: a crash in between leaves a record, not orphans
-        previous = None
-        for first in range(0, launch.n_tasks, chunk):
-            n = min(chunk, launch.n_tasks - first)
-            argv = [f"--array=0-{n - 1}%{min(n, c.array_parallelism)}"]
-            if previous is not None:
-                argv.append(f"--dependency=afterany:{previous}")
+        previous: dict[int, str] = {}
+        for first, n, chain, throttle in chains(launch.n_tasks, chunk, c.array_parallelism):
+            argv = [f"--array=0-{n - 1}%{min(n, throttle)}"]
+            if chain in previous:
+                argv.append(f"--dependency=afterany:{previous[chain]}")
             r = self._sbatch(paths, [*argv, str(script), str(first)])
             if r.returncode != 0:
                 launch.write(paths)
@@ -161,56 +170,104 @@ class SlurmExecutor(Executor):
                     f"{_one_line(r.stderr)}; {len(launch.arrays)} array(s) were submitted. Submit the "
                     f"rest later with `sweeper resume {shell_path(paths.root)}`"
                 )
-            previous = r.stdout.strip().split(";")[0]
-            launch.arrays.append(ArrayRecord(previous, first, n))
+            previous[chain] = r.stdout.strip().split(";")[0]
+            launch.arrays.append(ArrayRecord(previous[chain], first, n))
             launch.write(paths)
-        jobs = [a.job_id for a in launch.arrays]
-        if self.wait:
-            return self._wait(paths, ids, jobs)
+        jobs = tuple(a.job_id for a in launch.arrays)
         err.print(f"[sweeper] submitted {len(ids)} trials as {len(jobs)} array(s): {', '.join(jobs)} "
                   f"({launch.n_tasks} tasks, at most {c.array_parallelism} at once)")
         err.print(f"[sweeper] sweep dir: {paths.root}")
-        err.print(f"[sweeper] watch it: sweeper status {shell_path(paths.root)} --watch   "
-                  f"(then: sweeper merge {shell_path(paths.root)})")
-        return LaunchResult(job_ids=jobs)
+        return Submission(tuple(ids), jobs)
 
-    def _wait(self, paths: SweepPaths, ids: list[int], jobs: list[str],
-              poll_interval_s: float = 5.0) -> LaunchResult:
-        """Block with the local executor's progress bar until no trial is queued."""
-        from collections import Counter
+    def wait(self, paths: SweepPaths, record: SweepRecord, submission: Submission,
+             on_done: OnDone | None = None, poll_interval_s: float = 5.0) -> LaunchResult:
+        """Block with the local executor's progress bar until none of the trials is active.
 
+        Holds no lock. When squeue keeps failing, it says so each minute and gives up after
+        ``queue_patience_s``: waiting forever on an unreadable queue helps nobody.
+        """
         from sweeper.progress import SweepProgress
-        from sweeper.runner import load_sweep
-        from sweeper.status import IN_QUEUE, sweep_state
+        from sweeper.status import SweepWatcher
 
-        err.print(f"[sweeper] submitted array(s) {', '.join(jobs)}; waiting (Ctrl-C stops waiting, "
-                  "not the trials)")
-        n_trials = int(load_sweep(str(paths.root)).n_trials)
-        wanted = set(ids)
-        result = LaunchResult(job_ids=jobs)
-        with SweepProgress(len(ids)) as bar:
+        err.print(f"[sweeper] waiting for array(s) {', '.join(submission.job_ids)} (Ctrl-C stops "
+                  "waiting, not the trials)")
+        wanted = set(submission.trial_ids)
+        watcher = SweepWatcher(paths)
+        told: dict[int, TrialState] = {}
+        blind_since: float | None = None
+        with SweepProgress(len(wanted)) as bar:
             try:
                 while True:
-                    state = sweep_state(paths, n_trials)
+                    state = watcher.poll()
                     mine = {t: s for t, s in state.states.items() if t in wanted}
-                    done = Counter(s for s in mine.values() if s not in IN_QUEUE)
-                    running = sum(s == "running" for s in mine.values())
-                    bar.update(done, running)
-                    if state.queue_ok and not any(s in IN_QUEUE for s in mine.values()):
-                        result.statuses = done
-                        return result
+                    _tell(mine, told, on_done)
+                    bar.update(Counter(s for s in mine.values() if s.is_finished()),
+                               sum(s is TrialState.RUNNING for s in mine.values()))
+                    if state.queue_ok and not any(s.is_active() for s in mine.values()):
+                        return LaunchResult(Counter(mine.values()), job_ids=submission.job_ids,
+                                            waited=True)
+                    blind_since = self._blind(state.queue_ok, blind_since, paths)
                     time.sleep(poll_interval_s)
             except KeyboardInterrupt:
                 err.print(f"[sweeper] stopped waiting; the arrays keep running: "
                           f"sweeper status {shell_path(paths.root)} --watch")
-                result.interrupted = True
-                return result
+                return LaunchResult(Counter(told.values()), True, submission.job_ids, waited=True)
+
+    queue_patience_s = 1800.0
+
+    def _blind(self, queue_ok: bool, since: float | None, paths: SweepPaths) -> float | None:
+        """Track how long squeue has failed; say so each minute, give up after the patience."""
+        if queue_ok:
+            return None
+        now = time.monotonic()
+        since = since if since is not None else now
+        if now - since >= self.queue_patience_s:
+            raise SweeperError(
+                f"squeue has failed for {now - since:.0f}s, so the trials' states are unknown; "
+                f"stopped waiting (the arrays are untouched). Check later with "
+                f"`sweeper status {shell_path(paths.root)}`")
+        if int(now - since) // 60 != int(now - since - 5) // 60 or now == since:
+            err.print(f"[sweeper] squeue fails ({now - since:.0f}s so far); still waiting")
+        return since
 
 
-def cancel_arrays(paths: SweepPaths) -> int:
-    """scancel the sweep's arrays that still have queued tasks; returns how many."""
+def _tell(mine: dict[int, TrialState], told: dict[int, TrialState], on_done: OnDone | None) -> None:
+    """Call ``on_done`` once for each trial that has finished since the last poll."""
+    for tid, s in mine.items():
+        if s.is_finished() and tid not in told:
+            told[tid] = s
+            if on_done is not None:
+                on_done(tid, s)
+
+
+def chains(n_tasks: int, chunk: int, parallelism: int) -> list[tuple[int, int, int, int]]:
+    """Split a launch's tasks into arrays of at most ``chunk`` tasks, spread over parallel
+    chains, so that ``parallelism`` tasks run at once across all of them.
+
+    Returns (first task, tasks, chain, throttle) per array, in submission order. Arrays of
+    one chain run one after another (``afterany``); the chains run side by side, their
+    throttles adding up to ``parallelism``. A single chain of arrays smaller than the
+    throttle would run fewer tasks at once than the user allowed.
+
+    >>> chains(6, 2, 4)
+    [(0, 2, 0, 2), (2, 2, 1, 2), (4, 2, 0, 2)]
+    >>> chains(25, 11, 2)
+    [(0, 11, 0, 1), (11, 11, 1, 1), (22, 3, 0, 1)]
+    """
+    firsts = list(range(0, n_tasks, chunk))
+    n_chains = max(1, min(parallelism, len(firsts)))
+    throttles = [parallelism // n_chains + (1 if j < parallelism % n_chains else 0)
+                 for j in range(n_chains)]
+    return [(first, min(chunk, n_tasks - first), i % n_chains, throttles[i % n_chains])
+            for i, first in enumerate(firsts)]
+
+
+def cancel_arrays(paths: SweepPaths) -> tuple[int, str | None]:
+    """scancel the sweep's arrays that still have queued tasks.
+
+    Returns (arrays cancelled, why scancel failed or None)."""
     jobs = [a.job_id for launch in read_launches(paths) for a in launch.arrays]
     queued = queue_states(jobs) if jobs else {}
     active = sorted({element.split("_")[0] for element in (queued or {})}) if queued is not None else jobs
-    scancel(active)
-    return len(active)
+    failure = scancel(active)
+    return (0 if failure else len(active)), failure

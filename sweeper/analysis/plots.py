@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from sweeper.report.data import ReportData
+from sweeper.analysis.data import ReportData
 
 __all__ = ["heatmap_data"]
 

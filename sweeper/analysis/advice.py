@@ -13,7 +13,7 @@ from typing import Any
 
 import pandas as pd
 
-from sweeper.report.data import ReportData
+from sweeper.analysis.data import ReportData
 
 __all__ = ["advice", "narrow", "next_search"]
 

@@ -10,8 +10,14 @@ from __future__ import annotations
 import importlib
 import os
 import sys
+from pathlib import Path
 
 import sweeper.runner
+from sweeper.paths import SweepPaths
+from sweeper.record import SweepRecord
+
+#: The sweep record, parsed once here and shared by every forked trial.
+record: SweepRecord | None = None
 
 for _name in filter(None, os.environ.get("SWEEPER_PRELOAD", "").split(",")):
     try:
@@ -23,9 +29,17 @@ _sweep_dir = os.environ.get("SWEEPER_PRELOAD_SWEEP")
 if _sweep_dir:
     # Parsed once here, the frozen sweep (and its YAML parse) is shared by every trial.
     try:
-        sweeper.runner.warm(_sweep_dir)
+        record = SweepRecord.load(SweepPaths(Path(_sweep_dir)))
+        sweeper.runner.warm(record)
     except BaseException:  # the trial reports it
-        pass
+        record = None
+
+
+def record_for(paths: SweepPaths) -> SweepRecord:
+    """The preloaded record of this sweep, or a fresh read (another sweep, or none preloaded)."""
+    if record is not None and SweepPaths(Path(record.sweep_dir or ".")).root == paths.root:
+        return record
+    return SweepRecord.load(paths)
 
 if "torch" in sys.modules:
     # torch imports its compiler stack (1.3 s) the first time an optimizer is built; pay it here.

@@ -10,7 +10,7 @@ import math
 import warnings
 from typing import Any
 
-from sweeper.report.data import ReportData
+from sweeper.analysis.data import ReportData
 
 __all__ = ["distribution", "importances"]
 

@@ -15,11 +15,11 @@ from typing import Any
 
 import pandas as pd
 
+from sweeper.analysis import plots
+from sweeper.analysis.advice import advice
+from sweeper.analysis.data import ReportData, load, pareto_front, selection_scores
+from sweeper.analysis.importance import importances
 from sweeper.paths import SweepPaths, atomic_path
-from sweeper.report import plots
-from sweeper.report.advice import advice
-from sweeper.report.data import ReportData, load, pareto_front, selection_scores
-from sweeper.report.importance import importances
 
 __all__ = ["Report", "ReportOptions", "build_report"]
 
@@ -142,7 +142,7 @@ def build_report(paths: SweepPaths, options: ReportOptions) -> Report:
         files.append(_write_text(out / "best_config.yaml", header + best_yaml))
     counts = data.results["status"].value_counts().rename_axis("status").reset_index(name="trials")
     space = pd.DataFrame([{k: v for k, v in s.items()} for s in data.space])
-    from sweeper.report.html import page
+    from sweeper.analysis.html import page
 
     files.append(_write_text(out / "index.html", page(
         f"Sweep report: {paths.root.name}", _facts(data), notes, top, shown, space, counts,

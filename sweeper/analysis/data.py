@@ -11,10 +11,10 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from omegaconf import DictConfig
 
 from sweeper.errors import ConfigError, closest
 from sweeper.paths import SweepPaths
+from sweeper.record import SweepRecord
 
 __all__ = ["ReportData", "load", "pareto_front", "selection_scores"]
 
@@ -24,7 +24,7 @@ class ReportData:
     """Everything a report is made from."""
 
     paths: SweepPaths
-    sweep: DictConfig
+    sweep: SweepRecord
     results: pd.DataFrame
     curves: pd.DataFrame
     metric: str
@@ -49,17 +49,17 @@ class ReportData:
 def load(paths: SweepPaths, metric: str | None = None, direction: str | None = None) -> ReportData:
     """Merge (incrementally) and load the sweep dir's results."""
     from sweeper.merge import merge
-    from sweeper.runner import load_sweep
+    from sweeper.record import SweepRecord
 
-    sweep = load_sweep(str(paths.root))
+    sweep = SweepRecord.load(paths)
     merged = merge(paths)
     results = merged.results.drop_columns(["curve"]) if "curve" in merged.results.column_names \
         else merged.results
     df = results.to_pandas(types_mapper=None)
     if "overrides" in df:
         df["overrides"] = df["overrides"].map(lambda v: list(v) if v is not None else [])
-    metric = metric or str(sweep.search.metric)
-    direction = direction or str(sweep.search.direction)
+    metric = metric or sweep.search.metric
+    direction = direction or sweep.search.direction
     if direction not in ("minimize", "maximize"):
         raise ConfigError(f"direction must be minimize or maximize, got {direction!r}")
     space = [dict(s) for s in sweep.space]
@@ -69,7 +69,7 @@ def load(paths: SweepPaths, metric: str | None = None, direction: str | None = N
         raise ConfigError(f"the results have no metric {metric!r}{closest(metric, numeric)}; "
                           f"metrics: {', '.join(numeric) or 'none'}")
     return ReportData(paths, sweep, df, merged.curves.to_pandas(), metric, direction,
-                      [str(p.key) for p in sweep.params], space)
+                      sweep.param_keys, space)
 
 
 def _numeric(col: pd.Series) -> bool:

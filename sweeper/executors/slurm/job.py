@@ -19,11 +19,12 @@ from pathlib import Path
 from typing import Any
 
 from sweeper import context
-from sweeper.launches import read_launch, register_external_array
+from sweeper.executors.slurm.queue import requeue
+from sweeper.executors.slurm.records import read_launch, register_external_array
 from sweeper.paths import SweepPaths
-from sweeper.results import Status
-from sweeper.runner import exit_code, load_sweep, rows_by_id, run_rows
-from sweeper.slurm_queue import requeue
+from sweeper.record import SweepRecord
+from sweeper.runner import exit_code, rows_by_id, run_rows
+from sweeper.state import TrialState
 
 __all__ = ["main"]
 
@@ -65,15 +66,15 @@ def _select(paths: SweepPaths, trials: str | None, launch_no: int | None, offset
 def main(sweep_dir: Path, trials: str | None, launch_no: int | None, offset: int) -> int:
     """Run this job's trials; requeue this element if a trial was stopped by the warning."""
     paths = SweepPaths(sweep_dir)
-    sweep = load_sweep(str(paths.root))
-    cwd = str(sweep.get("cwd") or os.getcwd())
+    record = SweepRecord.load(paths)
+    cwd = record.cwd or os.getcwd()
     os.chdir(cwd)  # the job starts in the sweep dir; the task expects the project dir
     sys.path.insert(0, cwd)
     if os.environ.get("SLURM_CPUS_PER_TASK"):
         os.environ.setdefault("SWEEPER_CPUS_PER_TRIAL", os.environ["SLURM_CPUS_PER_TASK"])
     launch = read_launch(paths, launch_no) if launch_no is not None else None
-    max_retries = launch.max_retries if launch else int(sweep.cluster.max_retries)
-    delay_s = launch.signal_delay_s if launch else int(sweep.cluster.signal_delay_s)
+    max_retries = launch.max_retries if launch else record.cluster.max_retries
+    delay_s = launch.signal_delay_s if launch else record.cluster.signal_delay_s
     _install_warning_handler(delay_s)
     ids = _select(paths, trials, launch_no, offset)
     if launch is None and os.environ.get("SLURM_ARRAY_TASK_MIN"):
@@ -81,9 +82,9 @@ def main(sweep_dir: Path, trials: str | None, launch_no: int | None, offset: int
                                 int(os.environ["SLURM_ARRAY_TASK_MIN"]),
                                 int(os.environ["SLURM_ARRAY_TASK_MAX"]), max_retries, delay_s)
     print(f"[sweeper] job {_element_id()} on {os.uname().nodename}: trials {ids}", flush=True)
-    statuses = run_rows(paths.root, rows_by_id(paths.root, ids))
+    statuses = run_rows(paths, record, rows_by_id(paths, ids))
     if context.stop_requested() and (len(statuses) < len(ids) or statuses[-1] in
-                                     (Status.REQUEUED, Status.TIMEOUT)):
+                                     (TrialState.REQUEUED, TrialState.TIMEOUT)):
         restarts = int(os.environ.get("SLURM_RESTART_COUNT", "0"))
         if restarts < max_retries:
             print(f"[sweeper] requeueing {_element_id()} (restart {restarts + 1} of at most "
@@ -91,5 +92,9 @@ def main(sweep_dir: Path, trials: str | None, launch_no: int | None, offset: int
             signal.signal(signal.SIGTERM, signal.SIG_IGN)  # requeueing stops this job
             if requeue(_element_id()):
                 return 0
-        print(f"[sweeper] not requeued: {restarts} restarts of at most {max_retries}", flush=True)
+            print(f"[sweeper] not requeued: `scontrol requeue {_element_id()}` failed; "
+                  f"`sweeper resume` reruns the trial", flush=True)
+        else:
+            print(f"[sweeper] not requeued: its {restarts} restarts used all of "
+                  f"cluster.max_retries={max_retries}", flush=True)
     return exit_code(statuses, len(ids))

@@ -89,7 +89,7 @@ class Launch:
                 yield arr.job_id, arr.first_index + i, ids[g * k : (g + 1) * k]
 
     def path(self, paths: SweepPaths) -> Path:
-        return paths.launches_dir / f"launch-{self.number:04d}.json"
+        return paths.launch_record(self.number)
 
     def write(self, paths: SweepPaths) -> None:
         with atomic_path(self.path(paths)) as tmp:

@@ -6,11 +6,12 @@ from __future__ import annotations
 import subprocess
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from functools import lru_cache
 
 from sweeper.errors import ConfigError
 
-__all__ = ["accounting_states", "max_array_size", "queue_states", "requeue", "scancel"]
+__all__ = ["Queued", "accounting_states", "max_array_size", "queue_states", "requeue", "scancel"]
 
 _TIMEOUT_S = 30
 
@@ -34,13 +35,36 @@ def max_array_size() -> int:
     return 1001
 
 
-def queue_states(job_ids: Sequence[str]) -> dict[str, str] | None:
-    """'<array job>_<task>' -> squeue state (PENDING, RUNNING, ...) for tasks still queued;
-    None when the queue cannot be read (then nothing may be assumed gone)."""
+@dataclass(frozen=True)
+class Queued:
+    """One array element in the queue: its state, and when its current run started."""
+
+    state: str
+    started_at: float | None = None  # epoch seconds; None while it waits
+
+    @property
+    def running(self) -> bool:
+        return self.state in _RUNNING
+
+
+_RUNNING = frozenset({"RUNNING", "COMPLETING", "CONFIGURING", "SUSPENDED", "STOPPED"})
+
+
+def _epoch(text: str) -> float | None:
+    """squeue prints times in the local time zone, without one."""
+    try:
+        return time.mktime(time.strptime(text.strip(), "%Y-%m-%dT%H:%M:%S"))
+    except ValueError:
+        return None  # N/A, Unknown
+
+
+def queue_states(job_ids: Sequence[str]) -> dict[str, Queued] | None:
+    """'<array job>_<task>' -> its queue entry, for tasks still queued; None when the queue
+    cannot be read (then nothing may be assumed gone)."""
     if not job_ids:
         return {}
     try:
-        r = _run(["squeue", "-h", "-r", "-o", "%i|%T", "-j", ",".join(job_ids)])
+        r = _run(["squeue", "-h", "-r", "-o", "%i|%T|%S", "-j", ",".join(job_ids)])
     except (OSError, subprocess.TimeoutExpired):
         return None
     if r.returncode != 0:
@@ -48,34 +72,47 @@ def queue_states(job_ids: Sequence[str]) -> dict[str, str] | None:
         return {} if "Invalid job id" in r.stderr else None
     states = {}
     for line in r.stdout.splitlines():
-        job, _, state = line.partition("|")
+        job, state, start = ([*line.split("|"), "", ""])[:3]
         if "_" in job:
-            states[job.strip()] = state.strip()
+            queued = Queued(state.strip(), _epoch(start))
+            states[job.strip()] = Queued(queued.state, queued.started_at if queued.running else None)
     return states
 
 
-def accounting_states(job_ids: Sequence[str], attempts: int = 3) -> dict[str, dict[str, str]] | None:
-    """'<array job>_<task>' -> sacct fields (State, ExitCode, End) in one call, with back-off;
-    None when accounting is unavailable. Parsing is submitit's (it expands array ranges)."""
+def accounting_states(job_ids: Sequence[str], attempts: int = 2) -> dict[str, dict[str, str]] | None:
+    """'<array job>_<task>' -> sacct fields (State, ExitCode, End) in one call, retried once
+    after 1 s; None when accounting is unavailable. Callers ask only for elements that left
+    the queue (sites rate-limit sacct). Parsing is submitit's (it expands array ranges)."""
     if not job_ids:
         return {}
     from submitit.slurm.slurm import SlurmInfoWatcher
 
     argv = ["sacct", "-X", "--parsable2", "-o", "JobID,State,ExitCode,End", "-j", ",".join(job_ids)]
     for attempt in range(attempts):
+        if attempt:
+            time.sleep(1.0)  # sacct fails transiently while slurmdbd is busy
         try:
-            r = _run(argv)
+            r = _run(argv, timeout_s=20)
         except (OSError, subprocess.TimeoutExpired):
             return None
         if r.returncode == 0:
             return SlurmInfoWatcher().read_info(r.stdout)
-        time.sleep(2**attempt)  # sacct fails transiently while slurmdbd is busy
     return None
 
 
-def scancel(job_ids: Sequence[str]) -> None:
-    if job_ids:
-        _run(["scancel", *job_ids])
+def scancel(job_ids: Sequence[str]) -> str | None:
+    """Cancel these jobs; None when scancel succeeded, else why it did not."""
+    if not job_ids:
+        return None
+    try:
+        r = _run(["scancel", *job_ids])
+    except FileNotFoundError:
+        return "scancel is not on PATH (run `sweeper cancel` on the cluster's login node)"
+    except (OSError, subprocess.TimeoutExpired) as ex:
+        return f"scancel could not run ({ex})"
+    if r.returncode != 0:
+        return f"scancel failed: {' '.join(r.stderr.split()) or f'exit code {r.returncode}'}"
+    return None
 
 
 def requeue(job_id: str) -> bool:

@@ -1,0 +1,70 @@
+"""Growing a sweep's budget: ``sweeper resume DIR --n-trials N``.
+
+Random draws are prefix-stable (one seeded stream), so growing a random sweep appends the
+stream's next points as new rows, with ids that continue; the first trials never change and
+no point repeats in a finite space. A grid is fixed by its space, so it cannot grow.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+
+from sweeper.errors import ConfigError
+from sweeper.paths import SweepPaths
+from sweeper.record import SweepRecord
+
+__all__ = ["grow"]
+
+
+def grow(paths: SweepPaths, record: SweepRecord, n_trials: int) -> SweepRecord:
+    """Append rows until the trial table holds ``n_trials``; returns the updated record.
+
+    It plans the sweep again, as its own command did, with the larger budget: the config is
+    composed afresh and must give the same sweep (the fingerprint leaves the budget out), so
+    a config that changed since is refused rather than mixed in.
+    """
+    from sweeper.trials import trial_ids
+
+    method = record.search.method
+    if method != "random":
+        raise ConfigError(
+            f"--n-trials grows random sweeps only, and this one is {method}: a grid is fixed by "
+            "its space; plan a wider space into a new dir with hydra.sweep.dir=<new path>")
+    held = len(trial_ids(paths))
+    if n_trials <= held:
+        raise ConfigError(f"--n-trials {n_trials} does not grow the sweep: it holds {held} "
+                          f"trials already; ask for more, e.g. --n-trials {held * 2}")
+    _replan(paths, record, n_trials)
+    print(f"[sweeper] grew {paths.root} from {held} to {len(trial_ids(paths))} trials",
+          file=sys.stderr)
+    return SweepRecord.load(paths)
+
+
+def _replan(paths: SweepPaths, record: SweepRecord, n_trials: int) -> None:
+    from sweeper import cli
+    from sweeper.space import quote
+
+    argv = ["plan", *record.command, f"search.n_trials={n_trials}",
+            f"hydra.sweep.dir={quote(str(paths.root))}"]
+    if record.config_name:
+        argv += ["--config-name", record.config_name]
+    env = {"SWEEPER_CONFIG_DIR": record.config_dir,
+           "SWEEPER_TASK_FALLBACK": record.variants[0].task_fn}
+    old_env = {k: os.environ.get(k) for k in env}
+    old_cwd = os.getcwd()
+    try:
+        os.environ.update({k: v for k, v in env.items() if v})
+        os.chdir(record.cwd)
+        with contextlib.redirect_stdout(sys.stderr):
+            code = cli.main(argv)
+    finally:
+        os.chdir(old_cwd)
+        for k, v in old_env.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    if code != 0:
+        raise ConfigError(f"could not grow {paths.root}: planning it again failed (above)")
