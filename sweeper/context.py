@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sweeper.state import TrialState
+
 __all__ = [
     "TrialContext",
     "TrialInterrupted",
@@ -31,7 +33,7 @@ class TrialInterrupted(BaseException):
     """Stops a trial from outside (SIGTERM, a time limit, a requeue). A BaseException, so a
     task's own ``except Exception`` does not swallow it; ``status`` is the row's status."""
 
-    def __init__(self, message: str, status: str = "cancelled") -> None:
+    def __init__(self, message: str, status: TrialState = TrialState.CANCELLED) -> None:
         super().__init__(message)
         self.status = status
 
@@ -176,7 +178,7 @@ def save_checkpoint(state: Any) -> Path | None:
     if _stop_requested.is_set():
         raise TrialInterrupted("checkpointed when warned of a time limit or preemption; it "
                                "continues when requeued",
-                               "requeued")
+                               TrialState.REQUEUED)
     return target
 
 

@@ -7,8 +7,8 @@ no point repeats in a finite space. A grid is fixed by its space, so it cannot g
 
 from __future__ import annotations
 
-import contextlib
 import os
+import subprocess
 import sys
 
 from sweeper.errors import ConfigError
@@ -43,28 +43,17 @@ def grow(paths: SweepPaths, record: SweepRecord, n_trials: int) -> SweepRecord:
 
 
 def _replan(paths: SweepPaths, record: SweepRecord, n_trials: int) -> None:
-    from sweeper import cli
+    """``sweeper plan`` with the sweep's own command, from its own directory, in a child
+    process (an argument list: no value passes through a shell)."""
     from sweeper.space import quote
 
-    argv = ["plan", *record.command, f"search.n_trials={n_trials}",
-            f"hydra.sweep.dir={quote(str(paths.root))}"]
+    argv = [sys.executable, "-m", "sweeper", "plan", *record.command,
+            f"search.n_trials={n_trials}", f"hydra.sweep.dir={quote(str(paths.root))}"]
     if record.config_name:
         argv += ["--config-name", record.config_name]
-    env = {"SWEEPER_CONFIG_DIR": record.config_dir,
-           "SWEEPER_TASK_FALLBACK": record.variants[0].task_fn}
-    old_env = {k: os.environ.get(k) for k in env}
-    old_cwd = os.getcwd()
-    try:
-        os.environ.update({k: v for k, v in env.items() if v})
-        os.chdir(record.cwd)
-        with contextlib.redirect_stdout(sys.stderr):
-            code = cli.main(argv)
-    finally:
-        os.chdir(old_cwd)
-        for k, v in old_env.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+    env = dict(os.environ, SWEEPER_TASK_FALLBACK=record.variants[0].task_fn)
+    if record.config_dir:
+        env["SWEEPER_CONFIG_DIR"] = record.config_dir
+    code = subprocess.run(argv, cwd=record.cwd, env=env, stdout=sys.stderr, check=False).returncode
     if code != 0:
         raise ConfigError(f"could not grow {paths.root}: planning it again failed (above)")

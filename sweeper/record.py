@@ -95,12 +95,12 @@ class SweepRecord:
 
     @classmethod
     def _from_node(cls, node: DictConfig) -> SweepRecord:
-        from sweeper.executors import resolve_executor
-
         search = validate({k: v for k, v in node.search.items() if k != "n_trials_planned"},
                           SearchConf, "search")
         cluster = validate(node.cluster, ClusterConf, "cluster")
-        executor = node.get("executor") or resolve_executor(cluster)  # format 1 had none
+        # Format 1 had no executor; it applied cluster_overrides exactly when planned for SLURM.
+        applied = bool(node.get("cluster_overrides_applied", False))
+        executor = node.get("executor") or ("slurm" if applied else "local")
         variants = tuple(
             VariantRecord(tuple(v.choices), str(v.task_fn), str(v.config_hash), v.config,
                           v.get("hydra"))
@@ -111,7 +111,7 @@ class SweepRecord:
             cluster=cluster, space=tuple(OmegaConf.to_container(node.space) or ()),  # type: ignore[arg-type]
             params=tuple(ParamColumn(**p) for p in OmegaConf.to_container(node.params)),  # type: ignore[union-attr,arg-type]
             variants=variants, fixed_overrides=tuple(node.get("fixed_overrides") or ()),
-            cluster_overrides_applied=bool(node.get("cluster_overrides_applied", False)),
+            cluster_overrides_applied=applied,
             command=tuple(node.get("command") or ()), cwd=str(node.get("cwd") or "."),
             python=str(node.get("python") or "python3"), git_commit=git.get("commit"),
             git_dirty=git.get("dirty"), created_at=str(node.get("created_at") or ""),

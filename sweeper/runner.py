@@ -137,7 +137,8 @@ class StopGuard:
         # The executor sets SWEEPER_DEADLINE; a stop at or after it is the time limit.
         deadline = float(os.environ.get("SWEEPER_DEADLINE") or "inf")
         if time.time() >= deadline - 2.0:
-            stop = TrialInterrupted("stopped at its time limit (cluster.timeout_min)", "timeout")
+            stop = TrialInterrupted("stopped at its time limit (cluster.timeout_min)",
+                                    TrialState.TIMEOUT)
         else:
             stop = TrialInterrupted(f"stopped by {signal.Signals(signum).name}")
         if self._depth or self._held:
@@ -340,7 +341,8 @@ def run_trials(paths: SweepPaths, trial_ids: Sequence[int]) -> int:
 
 
 if __name__ == "__main__":
-    # Scripts rendered before sweeper.worker existed run `python -m sweeper.runner`.
-    from sweeper.worker import main
+    # Scripts rendered before sweeper.worker existed run `python -m sweeper.runner`; run the
+    # entry point by name, so this library never imports it.
+    import runpy
 
-    sys.exit(main())
+    runpy.run_module("sweeper.worker", run_name="__main__", alter_sys=True)
