@@ -8,15 +8,21 @@ varies fastest in a grid.
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
 from sweeper.errors import ConfigError, SpaceError
 from sweeper.space import Param, SearchSpace, param_from_yaml, with_group_flag
 
-__all__ = ["SweepRequest", "build_request", "parse_overrides"]
+__all__ = ["MAX_LISTED", "SweepRequest", "build_request", "parse_overrides"]
+
+# A range that cannot stay lazy (float, descending, shuffled) is listed in memory, as Hydra
+# does; beyond this many values that would take gigabytes, so it is refused.
+MAX_LISTED = 1_000_000
 
 
 @dataclass(frozen=True)
@@ -60,6 +66,8 @@ def _param_from_override(override: Any) -> Param:
     key = key_prefix[len(prefix):]
     if prefix == "~":
         raise SpaceError(f"cannot sweep a delete override: {override.input_line!r}; drop the ~")
+    if override.is_range_sweep():
+        return _param_from_range(override, key, prefix)
     if override.is_discrete_sweep():
         labels = list(override.sweep_string_iterator())
         from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -75,6 +83,41 @@ def _param_from_override(override: Any) -> Param:
     else:
         spec["type"] = "loguniform" if "log" in sweep.tags else "uniform"
     return param_from_yaml(key_prefix, spec)
+
+
+def _range_count(start: float, stop: float, step: float) -> int:
+    """How many values Hydra's range(start,stop,step) holds, without listing them."""
+    if all(isinstance(x, int) for x in (start, stop, step)):
+        return len(range(int(start), int(stop), int(step)))
+    # Hydra steps floats in Decimal; this count only guards memory, the values come from Hydra.
+    span = (Decimal(stop) - Decimal(start)) / Decimal(step)
+    return max(0, math.ceil(span))
+
+
+def _param_from_range(override: Any, key: str, prefix: str) -> Param:
+    """``range(...)`` as a parameter. An ascending int range stays a lazy int range (the
+    values and order Hydra lists); any other range is listed, as Hydra does, within a cap."""
+    sweep, text = override.value(), override.input_line
+    start, stop, step = sweep.start, sweep.stop, sweep.step
+    if step == 0:
+        raise SpaceError(f"the step of a range must be non-zero: {text!r}; e.g. range(0,10,2)")
+    count = _range_count(start, stop, step)
+    if count == 0:
+        raise SpaceError(f"{text!r} holds no values (range(start,stop,step) stops before stop, "
+                         "as in Python); e.g. range(0,10,2)")
+    if all(isinstance(x, int) for x in (start, stop, step)) and step > 0 and not sweep.shuffle:
+        return param_from_yaml(prefix + key, {"type": "int", "low": start,
+                                              "high": start + (count - 1) * step, "step": step})
+    if count > MAX_LISTED:
+        raise SpaceError(
+            f"{text!r} has {count:,} values, over the {MAX_LISTED:,} that a float, descending "
+            "or shuffled range may list; use an ascending int range, or a YAML range such as "
+            "{type: uniform, low: 0, high: 1, step: 0.01}")
+    from hydra.core.override_parser.types import Transformer
+
+    values = list(override.sweep_iterator())  # once: a shuffled range draws from `random`
+    labels = [Transformer.str(v) for v in values]
+    return Param.categorical(key, values, labels, prefix=prefix)
 
 
 def build_request(

@@ -30,7 +30,7 @@ from sweeper.overrides import SweepRequest, parse_overrides
 from sweeper.paths import SweepPaths
 from sweeper.provenance import git_state
 from sweeper.record import SweepRecord, VariantRecord
-from sweeper.schema import ClusterConf, SearchConf
+from sweeper.schema import ClusterConf, SearchConf, check_task_nodes
 from sweeper.space import Param
 from sweeper.strategies import make_strategy
 from sweeper.trials import ParamColumn, build_table, read_trials, write_trials
@@ -168,6 +168,7 @@ def _variants(request: SweepRequest, columns: dict[str, np.ndarray], compose: Co
         choices = tuple(f"{g.override_key}={g.labels[i]}" for g, i in zip(groups, combo, strict=True))
         task, hydra = _freeze(compose([*request.fixed, *choices]), cluster, request.fixed, is_group)
         where = f" (variant {', '.join(choices)})" if choices else ""
+        check_task_nodes(task)
         _check_params(task, request.space.params, where)
         variants.append(Variant(choices, task, hydra, _config_hash(task)))
     return variants, np.asarray(variant_ids, dtype=np.int64).reshape(-1)

@@ -1,12 +1,16 @@
 """Config schemas: dataclasses without logic. YAML files only supply values.
 
-Each schema is checked with :func:`validate`, so a misspelt key is an error that
-names the closest valid key, never a silent no-op.
+The dataclasses hold every default, once: :func:`register_schemas` puts them in Hydra's
+ConfigStore as ``sweeper_schema``, which ``conf/base.yaml`` composes first, so YAML files
+set only what differs (``cluster/slurm.yaml`` sets just ``executor: slurm``) and every key
+can still be overridden on the command line. Each schema is checked with :func:`validate`,
+so a misspelt key is an error that names the closest valid key, never a silent no-op.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import sys
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -15,11 +19,15 @@ from omegaconf.errors import ConfigKeyError, ValidationError
 
 from sweeper.errors import ConfigError, closest
 
-__all__ = ["ClusterConf", "SearchConf", "SweeperPluginConf", "validate"]
+__all__ = ["SLURM_TIMEOUT_MIN", "ClusterConf", "ReportConf", "SearchConf", "SweeperPluginConf",
+           "TrackingConf", "check_task_nodes", "register_schemas", "validate"]
 
 SEARCH_METHODS = ("grid", "random")
 EXECUTORS = ("auto", "local", "slurm")
 DIRECTIONS = ("minimize", "maximize")
+# SLURM's time limit per array task when cluster.timeout_min is null. A limit is always sent:
+# without one a job gets the partition's default, often days, and waits longer for backfill.
+SLURM_TIMEOUT_MIN = 60
 
 
 @dataclass
@@ -36,8 +44,11 @@ class SearchConf:
     metric: str = "val_loss"
     # minimize | maximize
     direction: str = "minimize"
-    # refuse grids with more points than this (a typo can make a grid huge)
-    max_grid_size: int = 100_000
+    # refuse sweeps of more trials than this, for every method (a typo can ask for billions);
+    # checked from the space's sizes before anything is listed or drawn
+    max_trials: int = 100_000
+    # the older name of the grid's limit: when set, grids are held to it instead of max_trials
+    max_grid_size: int | None = None
     # dotted config key -> list (categorical) or {type: ..., ...}; see README
     space: dict[str, Any] = field(default_factory=dict)
 
@@ -52,7 +63,8 @@ class ClusterConf:
     trials_per_gpu: int = 1
     # local: CPU threads per trial (torch, OpenMP); default: CPUs // max_parallel
     cpus_per_trial: int | None = None
-    # wall-clock limit per trial (local) or per array task (slurm), minutes; null: none locally
+    # wall-clock limit per trial (local) or per array task (slurm), minutes;
+    # null: no limit locally, SLURM_TIMEOUT_MIN (60) on SLURM
     timeout_min: float | None = None
     # slurm: partition, account and qos to submit to (null: the cluster's default)
     partition: str | None = None
@@ -85,6 +97,25 @@ class ClusterConf:
 
 
 @dataclass
+class ReportConf:
+    # a weighted score of normalised metrics picks the best, e.g. {val_loss: 0.8, train_time_s: 0.2};
+    # empty: search.metric alone
+    select: dict[str, float] = field(default_factory=dict)
+    # metrics in select or pareto where higher is better
+    maximize: list[str] = field(default_factory=list)
+    # two metrics, e.g. [val_loss, train_time_s], to draw their Pareto front; empty: none
+    pareto: list[str] = field(default_factory=list)
+    # trials in top_k.csv and in the curves plot
+    top_k: int = 10
+
+
+@dataclass
+class TrackingConf:
+    # true: TensorBoard event files in SWEEP_DIR/tensorboard/ (pip install sweeper[tensorboard])
+    tensorboard: bool = False
+
+
+@dataclass
 class SweeperPluginConf:
     _target_: str = "hydra_plugins.sweeper_plugin.sweeper_plugin.TrialTableSweeper"
     # like BasicSweeper's: config key -> sweep grammar string, e.g. {optimizer.lr: "choice(0.1,0.01)"}
@@ -106,6 +137,10 @@ def validate(node: DictConfig | dict[str, Any] | None, schema: type[T], where: s
     >>> validate({"method": "grid"}, SearchConf, "search").method
     'grid'
     """
+    if isinstance(node, DictConfig):
+        # A typed node accepts keys added with `+key=`, but merging keeps only its fields:
+        # plain containers let a misspelt key reach the check below.
+        node = OmegaConf.to_container(node, resolve=True)  # type: ignore[assignment]
     base = OmegaConf.structured(schema)
     try:
         merged = OmegaConf.merge(base, node if node is not None else {})
@@ -122,3 +157,46 @@ def validate(node: DictConfig | dict[str, Any] | None, schema: type[T], where: s
             f"'{where}.{key}' has a value of the wrong type: {str(ex.msg or ex).splitlines()[0]}"
         ) from None
     return OmegaConf.to_object(merged)  # type: ignore[return-value]
+
+
+def check_task_nodes(cfg: DictConfig) -> None:
+    """Check the ``report:`` and ``tracking:`` nodes of a composed config, when present.
+
+    >>> check_task_nodes(OmegaConf.create({"report": {"selct": {"val_loss": 1.0}}}))
+    Traceback (most recent call last):
+    sweeper.errors.ConfigError: 'report.selct' is not a known setting; did you mean 'select'? (known: select, maximize, pareto, top_k)
+    """
+    nodes = {}
+    for where in ("report", "tracking"):
+        node = OmegaConf.select(cfg, where, default=None, throw_on_missing=False)
+        if node is not None and not isinstance(node, DictConfig):
+            raise ConfigError(f"'{where}' must be a mapping of settings, got {node!r}; e.g. "
+                              f"{where}: {{}} (the keys are in sweeper/schema.py)")
+        nodes[where] = node
+    validate(nodes["tracking"], TrackingConf, "tracking")
+    report = validate(nodes["report"], ReportConf, "report")
+    if report.pareto and len(report.pareto) != 2:
+        raise ConfigError(f"report.pareto takes two metrics, got {report.pareto}; e.g. "
+                          "pareto: [val_loss, train_time_s], or [] for none")
+    if report.top_k < 1:
+        raise ConfigError(f"report.top_k must be at least 1, got {report.top_k}; e.g. top_k: 10")
+
+
+def register_schemas() -> None:
+    """Store the defaults as ``sweeper_schema`` in Hydra's ConfigStore, which ``base.yaml``
+    composes first; call it before composing (Hydra's plugin module does, at start-up)."""
+    from hydra.core.config_store import ConfigStore
+
+    # Plain values, not structured nodes: every key exists for command-line overrides, and
+    # validate() and check_task_nodes() judge them, with their "did you mean" hints, where a
+    # structured node would fail inside Hydra's composition with a bare "not in 'SearchConf'".
+    schemas = {"search": SearchConf, "cluster": ClusterConf, "report": ReportConf,
+               "tracking": TrackingConf}
+    node = {name: dataclasses.asdict(schema()) for name, schema in schemas.items()}
+    ConfigStore.instance().store(name="sweeper_schema", node=node, provider="sweeper")
+
+
+# When Hydra is loaded already (the CLI imports it before this module), register now. Importing
+# Hydra here would cost `merge` and `status` a tenth of a second, for nothing.
+if "hydra.core.config_store" in sys.modules:
+    register_schemas()

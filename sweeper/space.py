@@ -112,11 +112,31 @@ class Param:
         """Number of distinct values, or None for a continuous range."""
         if self.kind == "categorical":
             return len(self.choices)
+        if self.step is not None and self.kind == "int":
+            return int(self.high - self.low) // int(self.step) + 1  # type: ignore[operator]
         if self.step is not None:
             return math.floor((self.high - self.low) / self.step + 1e-9) + 1  # type: ignore[operator]
         if self.kind == "int":
             return int(self.high - self.low) + 1  # type: ignore[operator]
         return None
+
+    def grid_size(self) -> int:
+        """How many values :meth:`grid` lists, counted without listing them, so a huge
+        range is refused before it takes memory. With ``num`` on an int range it is an
+        upper bound: rounding may merge points.
+
+        >>> param_from_yaml("h", {"type": "int", "low": 1, "high": 10**9}).grid_size()
+        1000000000
+        """
+        if self.kind == "categorical":
+            return len(self.choices)
+        if self.num is not None and self.kind == "int":
+            return min(self.num, int(self.high - self.low) + 1)  # type: ignore[operator]
+        if self.num is not None:
+            return self.num
+        if self.size is None:
+            raise self._no_grid()
+        return self.size
 
     def grid(self) -> Param:
         """This parameter as the finite list of values a grid search walks."""
@@ -126,17 +146,20 @@ class Param:
             values = self._spaced(self.num)
         elif self.finite:
             step = self.step if self.step is not None else 1
-            values = [self.low + i * step for i in range(self.size or 0)]  # type: ignore[operator]
+            values = (self.low + step * np.arange(self.grid_size())).tolist()  # type: ignore[operator]
         else:
-            kind = "loguniform" if self.log else "uniform"
-            raise SpaceError(
-                f"grid search needs a finite set of values for '{self.key}' ({kind} "
-                f"{self.low}..{self.high}); give it `values: [...]` or `num: N` in the search YAML "
-                "(choice(...) or range(...) on the command line), "
-                "or use search.method=random"
-            )
+            raise self._no_grid()
         values = [int(v) if self.kind == "int" else float(f"{v:.12g}") for v in values]
         return Param.categorical(self.key, list(dict.fromkeys(values)), prefix=self.prefix)
+
+    def _no_grid(self) -> SpaceError:
+        kind = "loguniform" if self.log else "uniform"
+        return SpaceError(
+            f"grid search needs a finite set of values for '{self.key}' ({kind} "
+            f"{self.low}..{self.high}); give it `values: [...]` or `num: N` in the search YAML "
+            "(choice(...) or range(...) on the command line), "
+            "or use search.method=random"
+        )
 
     def _spaced(self, num: int) -> list[float]:
         lo, hi = float(self.low), float(self.high)  # type: ignore[arg-type]

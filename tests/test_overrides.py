@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import random
+import tracemalloc
+
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
@@ -36,6 +39,9 @@ PARITY_CASES = [
     ["x=[1,2]", "y=null,1", "z=true,false"],
     ["a=1,2", "a=3,4,5"],  # the later value for a key wins, in the first one's place
     ["s='a,b',c", "u=1e-3,2e-3", "g=glob_free"],
+    # ranges Hydra lists itself: descending, float, sorted, with a negative start
+    ["a=range(10,0,-3)", "b=range(0.5,2.0,0.5)", "c=sort(range(1,4),reverse=true)"],
+    ["a=range(-3,3,2)", "b=range(5)", "c=range(0,1,0.1)"],
 ]
 
 
@@ -77,7 +83,8 @@ def test_interval_and_tag_log_become_ranges() -> None:
 
 def test_range_excludes_its_stop() -> None:
     (p,) = build_request(None, ["b=range(16,64,16)"], lambda k: False).space.params
-    assert p.choices == (16, 32, 48)
+    assert (p.kind, p.low, p.high, p.step) == ("int", 16, 48, 16)  # lazy: nothing listed yet
+    assert p.grid().choices == (16, 32, 48)
 
 
 def test_group_keys_are_marked_and_must_be_categorical() -> None:
@@ -109,3 +116,37 @@ def test_plan_is_identical_in_two_fresh_processes(cli, tmp_path) -> None:
         tables.append(pq.read_table(tmp_path / name / "trials.parquet"))
     assert tables[0].num_rows == 20
     assert tables[0].equals(tables[1])
+
+
+def test_shuffled_ranges_match_basic_sweeper_with_the_same_seed() -> None:
+    arguments = ["a=shuffle(range(0,6))", "b=shuffle(1,2,3)", "c=shuffle(range(0.0,1.0,0.25))"]
+    ours = _our_overrides(arguments)  # build_request seeds `random` with 0
+    random.seed(0)
+    assert ours == _basic_sweeper(arguments)
+
+
+# Ranges too big to list are tested through the CLI under a memory cap (test_bad_input.py):
+# code that listed them would take gigabytes here.
+@pytest.mark.parametrize(("argument", "fragment"), [
+    ("x=range(0,10,0)", "the step of a range must be non-zero: 'x=range(0,10,0)'; e.g. range(0,10,2)"),
+    ("x=range(10,0)", "'x=range(10,0)' holds no values"),
+    ("x=range(0,1,-0.5)", "holds no values"),
+])
+def test_bad_ranges_are_one_line_errors(argument: str, fragment: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        build_request(None, [argument], lambda k: False)
+    assert fragment in str(info.value) and "\n" not in str(info.value)
+
+
+def test_a_huge_int_range_stays_lazy() -> None:
+    """range(1,100000000) once became a hundred million parsed values (7 GB)."""
+    (small,) = build_request(None, ["h=range(1,1000)"], lambda k: False).space.params
+    assert small.kind == "int"  # lazy; else the next call would list 10**8 values in-process
+    tracemalloc.start()
+    try:
+        (p,) = build_request(None, ["h=range(1,100000000)"], lambda k: False).space.params
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert (p.kind, p.low, p.high, p.step, p.size) == ("int", 1, 99_999_999, 1, 99_999_999)
+    assert peak < 5_000_000

@@ -88,3 +88,34 @@ def test_prefix_is_kept_for_new_keys() -> None:
 def test_categorical_size_and_labels_of_structures() -> None:
     p = Param.categorical("layers", [[1, 2], [3]])
     assert p.labels == ("[1,2]", "[3]")
+
+
+@pytest.mark.parametrize(("spec", "size"), [
+    ([1, 2, 3], 3),
+    ({"type": "int", "low": 1, "high": 10**12}, 10**12),
+    ({"type": "int", "low": 0, "high": 10**9, "step": 7}, 10**9 // 7 + 1),
+    ({"type": "uniform", "low": 0.0, "high": 1.0, "step": 0.25}, 5),
+    ({"type": "loguniform", "low": 1e-4, "high": 1e-2, "num": 10**9}, 10**9),
+    ({"type": "int", "low": 1, "high": 8, "log": True, "num": 10**9}, 8),  # at most 8 ints
+    ({"type": "uniform", "low": 0.0, "high": 1.0, "values": [0.1, 0.2]}, 2),
+])
+def test_grid_size_is_counted_without_listing(spec: object, size: int) -> None:
+    assert param_from_yaml("x", spec).grid_size() == size
+
+
+@pytest.mark.parametrize("spec", [
+    {"type": "int", "low": 64, "high": 256, "step": 64},
+    {"type": "int", "low": 1, "high": 1000, "log": True, "num": 4},
+    {"type": "uniform", "low": 0.0, "high": 0.4, "num": 5},
+    {"type": "uniform", "low": 0.0, "high": 1.0, "step": 0.1},
+    [3, 1, 2],
+])
+def test_grid_size_matches_the_listed_grid(spec: object) -> None:
+    p = param_from_yaml("x", spec)
+    assert p.grid_size() == len(p.grid().choices)
+
+
+def test_grid_size_of_a_continuous_range_is_the_grid_error() -> None:
+    p = param_from_yaml("optimizer.lr", {"type": "loguniform", "low": 1e-4, "high": 1e-2})
+    with pytest.raises(SpaceError, match=r"give it `values: \[...\]` or `num: N`"):
+        p.grid_size()

@@ -6,13 +6,14 @@ import itertools
 import math
 import subprocess
 import sys
+import tracemalloc
 
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sweeper.errors import SpaceError
+from sweeper.errors import ConfigError, SpaceError
 from sweeper.schema import SearchConf
 from sweeper.space import Param, param_from_yaml
 from sweeper.strategies import GridStrategy, RandomStrategy, make_strategy
@@ -111,3 +112,99 @@ def test_random_table_is_identical_in_two_fresh_processes() -> None:
     runs = [subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                            check=True).stdout for _ in range(2)]
     assert runs[0] == runs[1] and len(runs[0]) > 100
+
+
+# -- prefix-stable random draws --------------------------------------------------------------
+
+SPACES = {
+    "finite lattice": (Param.categorical("a", [1, 2, 3]),
+                       param_from_yaml("b", {"type": "int", "low": 0, "high": 40}),
+                       param_from_yaml("c", {"type": "uniform", "low": 0.0, "high": 1.0, "step": 0.25})),
+    "finite with a log int": (Param.categorical("a", ["x", "y"]),
+                              param_from_yaml("b", {"type": "int", "low": 1, "high": 64, "log": True})),
+    "continuous": (param_from_yaml("lr", {"type": "loguniform", "low": 1e-5, "high": 1e-1}),
+                   param_from_yaml("d", {"type": "uniform", "low": 0.0, "high": 0.5}),
+                   Param.categorical("opt", ["adam", "sgd"])),
+    "huge lattice": (param_from_yaml("h", {"type": "int", "low": 1, "high": 10**12}),
+                     Param.categorical("a", [1, 2])),
+}
+
+
+def _rows(design) -> list[tuple]:
+    return list(zip(*(c.tolist() for _, c in design.columns)))
+
+
+@settings(max_examples=40, deadline=None)
+@given(space=st.sampled_from(sorted(SPACES)), seed=st.integers(0, 2**32 - 1),
+       small=st.integers(1, 60), extra=st.integers(0, 2000))
+def test_random_draws_are_prefix_stable(space: str, seed: int, small: int, extra: int) -> None:
+    params = SPACES[space]
+    total = math.prod(p.size for p in params) if all(p.size for p in params) else None
+    large = small + extra if total is None else min(small + extra, total)
+    first = _rows(RandomStrategy(n_trials=small, seed=seed).propose(params))
+    more = _rows(RandomStrategy(n_trials=large, seed=seed).propose(params))
+    assert more[:small] == first
+    assert len(set(more)) == len(more)  # never a repeated point
+
+
+@pytest.mark.parametrize("space", sorted(SPACES))
+def test_fifty_draws_start_with_the_twenty(space: str) -> None:
+    twenty = RandomStrategy(n_trials=20, seed=5).propose(SPACES[space])
+    fifty = RandomStrategy(n_trials=50, seed=5).propose(SPACES[space])
+    for (_, a), (_, b) in zip(twenty.columns, fifty.columns):
+        assert np.array_equal(b[:20], a) and a.dtype == b.dtype
+
+
+def test_random_exhausts_a_finite_space_without_repeats() -> None:
+    params = (Param.categorical("a", [1, 2, 3]), param_from_yaml("b", {"type": "int", "low": 0, "high": 99}))
+    points = _points(RandomStrategy(300, seed=2).propose(params))
+    assert sorted(points) == sorted(itertools.product([1, 2, 3], range(100)))
+
+
+def test_random_is_uniform_over_a_lattice() -> None:
+    params = (param_from_yaml("b", {"type": "int", "low": 0, "high": 9}),)
+    firsts = [RandomStrategy(1, seed=s).propose(params).columns[0][1][0] for s in range(2000)]
+    counts = np.bincount(firsts, minlength=10)
+    assert counts.min() > 140 and counts.max() < 260  # 200 expected each
+
+
+# -- search settings, checked before anything is drawn ---------------------------------------
+
+@pytest.mark.parametrize(("conf", "fragment"), [
+    (SearchConf(direction="sideways"), "unknown search.direction 'sideways'; options: minimize, maximize"),
+    (SearchConf(direction="maximise"), "did you mean 'maximize'?"),
+    (SearchConf(method="random", n_trials=10**9), "search.n_trials=1,000,000,000 is over search.max_trials=100,000"),
+    (SearchConf(method="grid", n_trials=200_000), "is over search.max_trials=100,000"),
+    (SearchConf(max_trials=0), "search.max_trials must be at least 1, got 0"),
+    (SearchConf(max_grid_size=-1), "search.max_grid_size must be at least 1, got -1"),
+])
+def test_bad_search_settings_are_config_errors(conf: SearchConf, fragment: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        make_strategy(conf)
+    assert fragment in str(info.value) and "\n" not in str(info.value)
+
+
+def test_grid_limit_is_max_trials_unless_max_grid_size_is_set() -> None:
+    params = (Param.categorical("a", list(range(10))), Param.categorical("b", list(range(10))))
+    with pytest.raises(SpaceError, match=r"100 points \(10 x 10\), over search.max_trials=99;"):
+        make_strategy(SearchConf(max_trials=99)).propose(params)
+    with pytest.raises(SpaceError, match=r"over search.max_grid_size=50;.*raise search.max_grid_size"):
+        make_strategy(SearchConf(max_grid_size=50)).propose(params)
+    assert make_strategy(SearchConf(max_trials=10, max_grid_size=100)).propose(params).n_trials == 100
+
+
+def test_a_huge_grid_is_counted_not_listed() -> None:
+    """Refused from the ranges' sizes: listing them first once took gigabytes."""
+    # Sizes a listing grid can survive (it would fail on memory, not die); the CLI test in
+    # test_bad_input.py runs the 10**8 case under a memory cap.
+    params = (param_from_yaml("h", {"type": "int", "low": 1, "high": 100_000}),
+              param_from_yaml("d", {"type": "uniform", "low": 0.0, "high": 1.0, "num": 100_000}),
+              param_from_yaml("n", {"type": "int", "low": 1, "high": 10**7, "log": True, "num": 100_000}))
+    tracemalloc.start()
+    try:
+        with pytest.raises(SpaceError, match=r"\(100,000 x 100,000 x 100,000\)"):
+            GridStrategy().propose(params)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 5_000_000

@@ -2,31 +2,60 @@
 
 from __future__ import annotations
 
-from sweeper.errors import SpaceError
-from sweeper.schema import SEARCH_METHODS, SearchConf
+from sweeper.errors import ConfigError, SpaceError, closest
+from sweeper.schema import DIRECTIONS, SEARCH_METHODS, SearchConf
 from sweeper.strategies._base import Design, Strategy
 from sweeper.strategies.grid import GridStrategy
 from sweeper.strategies.random import RandomStrategy
 
-__all__ = ["Design", "GridStrategy", "RandomStrategy", "Strategy", "make_strategy"]
+__all__ = ["Design", "GridStrategy", "RandomStrategy", "Strategy", "check_search", "make_strategy"]
 
 
 def make_strategy(search: SearchConf) -> Strategy:
-    """The strategy that ``search.method`` names, with its settings checked."""
-    from sweeper.errors import closest
+    """The strategy that ``search.method`` names, with its settings checked.
 
-    if search.n_trials is not None and search.n_trials <= 0:
-        raise SpaceError(
-            f"search.n_trials must be a positive integer, got {search.n_trials}; "
-            "e.g. search.n_trials=20"
-        )
-    if search.method == "grid":
-        return GridStrategy(search.max_grid_size, search.n_trials, search.allow_truncate)
+    >>> make_strategy(SearchConf(method="random", n_trials=20)).n_trials
+    20
+    """
+    check_search(search)
     if search.method == "random":
-        if search.n_trials is None:
-            raise SpaceError("search.method=random needs search.n_trials, e.g. search.n_trials=20")
-        return RandomStrategy(search.n_trials, search.seed)
-    raise SpaceError(
-        f"unknown search.method {search.method!r}{closest(str(search.method), SEARCH_METHODS)}; "
-        f"options: {', '.join(SEARCH_METHODS)} (tpe, cmaes and gp come with adaptive search)"
-    )
+        return RandomStrategy(search.n_trials or 0, search.seed)
+    if search.max_grid_size is not None:
+        return GridStrategy(search.max_grid_size, search.n_trials, search.allow_truncate,
+                            "search.max_grid_size")
+    return GridStrategy(search.max_trials, search.n_trials, search.allow_truncate)
+
+
+def check_search(search: SearchConf) -> None:
+    """Refuse bad ``search.*`` settings before anything is listed or drawn."""
+    if search.method not in SEARCH_METHODS:
+        raise SpaceError(
+            f"unknown search.method {search.method!r}{closest(str(search.method), SEARCH_METHODS)}; "
+            f"options: {', '.join(SEARCH_METHODS)} (tpe, cmaes and gp come with adaptive search)"
+        )
+    if search.direction not in DIRECTIONS:
+        raise ConfigError(
+            f"unknown search.direction {search.direction!r}"
+            f"{closest(str(search.direction), DIRECTIONS)}; options: {', '.join(DIRECTIONS)}"
+        )
+    for name in ("max_trials", "max_grid_size"):
+        limit = getattr(search, name)
+        if limit is not None and limit < 1:
+            raise ConfigError(f"search.{name} must be at least 1, got {limit}; e.g. "
+                              f"search.{name}=100000")
+    _check_n_trials(search)
+
+
+def _check_n_trials(search: SearchConf) -> None:
+    n = search.n_trials
+    if n is not None and n <= 0:
+        raise SpaceError(f"search.n_trials must be a positive integer, got {n}; "
+                         "e.g. search.n_trials=20")
+    # Before anything is drawn: n_trials=10**9 once grew to 24 GB before it was killed.
+    if n is not None and n > search.max_trials:
+        raise SpaceError(
+            f"search.n_trials={n:,} is over search.max_trials={search.max_trials:,} (a typo "
+            f"can ask for billions of trials); lower n_trials, or raise search.max_trials={n}"
+        )
+    if search.method == "random" and n is None:
+        raise SpaceError("search.method=random needs search.n_trials, e.g. search.n_trials=20")

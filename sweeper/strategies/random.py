@@ -1,4 +1,10 @@
-"""Random search: seeded, log-aware, and never the same point twice in a finite space."""
+"""Random search: seeded, log-aware, prefix-stable, and never the same point twice in a
+finite space.
+
+Prefix-stable: the points come from one seeded stream in fixed-size blocks that do not
+depend on ``n_trials``, so ``n_trials=50`` starts with exactly the 20 points of
+``n_trials=20``, and a sweep's budget can grow without changing its first trials.
+"""
 
 from __future__ import annotations
 
@@ -12,8 +18,10 @@ from sweeper.strategies._base import Design, Strategy
 
 __all__ = ["RandomStrategy"]
 
-# Finite spaces up to this size are sampled exactly without replacement.
-_EXACT_LIMIT = 10_000_000
+# Rows drawn at a time. A constant, never derived from n_trials: that keeps draws prefix-stable.
+_BLOCK = 1024
+# Flat indices of a finite lattice must fit numpy's int64 for unravel_index.
+_EXACT_LIMIT = 2**62
 
 
 class RandomStrategy(Strategy):
@@ -42,12 +50,32 @@ class RandomStrategy(Strategy):
         if total is not None and total <= _EXACT_LIMIT and not any(
             p.log and p.kind != "categorical" for p in params
         ):
-            flat = rng.choice(total, size=self.n_trials, replace=False)
+            # A uniform lattice: a lazy Fisher-Yates shuffle of the flat indices is exact
+            # without replacement, costs O(n_trials) whatever the space's size.
+            flat = _shuffled_prefix(total, self.n_trials, rng)
             idx = np.unravel_index(flat, sizes) if sizes else ()  # type: ignore[arg-type]
             cols = [_lattice(p, np.asarray(i, dtype=np.int64)) for p, i in zip(params, idx, strict=True)]
         else:
             cols = _rejection(params, self.n_trials, rng)
         return Design(n_trials=self.n_trials, columns=tuple(zip(params, cols, strict=True)))
+
+
+def _shuffled_prefix(total: int, n: int, rng: np.random.Generator) -> np.ndarray:
+    """The first ``n`` entries of a uniform random permutation of ``range(total)``.
+
+    Position ``i`` swaps with ``i + U[0, total - i)``; the draws come in blocks of a fixed
+    size, and the permutation is kept sparse (only moved entries), so memory is O(n).
+    """
+    out = np.empty(n, dtype=np.int64)
+    moved: dict[int, int] = {}
+    for lo in range(0, n, _BLOCK):
+        left = total - np.arange(lo, lo + _BLOCK, dtype=np.int64)
+        offsets = rng.integers(0, np.maximum(left, 1)).tolist()  # past total: unused
+        for i in range(lo, min(lo + _BLOCK, n)):
+            j = i + offsets[i - lo]
+            out[i] = moved.get(j, j)
+            moved[j] = moved.get(i, i)
+    return out
 
 
 def _lattice(p: Param, i: np.ndarray) -> np.ndarray:
@@ -75,20 +103,34 @@ def _sample(p: Param, n: int, rng: np.random.Generator) -> np.ndarray:
 
 
 def _rejection(params: tuple[Param, ...], n: int, rng: np.random.Generator) -> list[np.ndarray]:
-    """Draw in rounds, keeping first occurrences, until ``n`` distinct points."""
-    cols: list[np.ndarray] = [np.empty(0, dtype=np.float64) for _ in params]
-    for _ in range(100):
-        draws = [_sample(p, n, rng) for p in params]
-        cols = [np.concatenate([c, d]) if c.size else d for c, d in zip(cols, draws, strict=True)]
-        if not params:
-            return []
-        rows = np.rec.fromarrays([c.astype(np.float64) for c in cols])
-        _, first = np.unique(rows, return_index=True)
-        keep = np.sort(first)
-        cols = [c[keep] for c in cols]
-        if len(keep) >= n:
-            return [c[:n] for c in cols]
+    """Draw blocks of rows, keeping first occurrences, until ``n`` distinct points.
+
+    Whether a row is kept depends only on the rows before it, so the result is a prefix of
+    what a larger ``n`` gives.
+    """
+    if not params:
+        return []
+    kept: list[list[np.ndarray]] = []
+    seen: set[bytes] = set()
+    rounds = max(100, math.ceil(100 * n / _BLOCK))
+    for _ in range(rounds):
+        draws = [_sample(p, _BLOCK, rng) for p in params]
+        fresh = _unseen(draws, seen)
+        kept.append([d[fresh] for d in draws])
+        if len(seen) >= n:
+            return [np.concatenate(c)[:n] for c in zip(*kept, strict=True)]
     raise SpaceError(
-        f"could not draw {n} distinct points from this space after 100 rounds; lower "
-        "search.n_trials or use search.method=grid"
+        f"could not draw {n} distinct points from this space in {rounds * _BLOCK:,} draws; "
+        "lower search.n_trials or use search.method=grid"
     )
+
+
+def _unseen(draws: list[np.ndarray], seen: set[bytes]) -> list[int]:
+    """Rows of this block not drawn before (each row's bytes are its key); adds them to seen."""
+    rows = np.ascontiguousarray(np.stack([d.astype(np.float64) for d in draws], axis=1))
+    fresh = []
+    for r, key in enumerate(rows.view(f"V{rows.shape[1] * 8}").ravel().tolist()):
+        if key not in seen:
+            seen.add(key)
+            fresh.append(r)
+    return fresh
