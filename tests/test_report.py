@@ -13,7 +13,9 @@ import pytest
 import yaml
 
 from conftest import ROOT, run_cli
-from sweeper.analysis.data import load, pareto_front, selection_scores
+from sweeper.analysis import markdown_table, plots, space_table, status_table
+from sweeper.analysis.data import ReportData, load, pareto_front, selection_scores
+from sweeper.analysis.html import page
 from sweeper.analysis.plots import heatmap_data
 from sweeper.paths import SweepPaths
 
@@ -49,6 +51,7 @@ def test_report_writes_every_file(report: Path) -> None:
     assert (report / "top_k.md").read_text().startswith("| trial_id | val_loss |")
     html = (report / "index.html").read_text()
     assert html.count('src="data:image/png;base64,') == 7 and "ValueError" in html
+    assert ">nan<" not in html and "nan" not in (report / "top_k.md").read_text()
 
 
 def test_best_config_reruns_to_the_same_metric(lstm_sweep: Path, report: Path, tmp_path: Path) -> None:
@@ -180,3 +183,54 @@ def test_tensorboard_event_files(tmp_path: Path) -> None:
     events.Reload()
     assert [e.step for e in events.Scalars("val_loss")] == [0, 1, 2]
     assert "train_loss" in events.Tags()["scalars"]
+
+
+def hand_made(tmp_path: Path, statuses: list[str], values: list[float]) -> ReportData:
+    """A ReportData without a sweep: what the plots and tables read, and nothing else."""
+    n = len(statuses)
+    results = pd.DataFrame({
+        "trial_id": range(n), "status": statuses, "val_loss": values, "x": range(n),
+        "error": [f"ValueError: bad x={i}" if s == "failed" else None for i, s in enumerate(statuses)],
+        "finished_at": pd.date_range("2026-01-01", periods=n, freq="min"),
+    })
+    return ReportData(SweepPaths(tmp_path), None, results, pd.DataFrame(columns=["trial_id", "epoch"]),  # type: ignore[arg-type]
+                      "val_loss", "minimize", ["x"], [{"key": "x", "kind": "int", "low": 0, "high": 9}])
+
+
+def test_search_space_table_says_yes_or_no_for_log_and_never_nan() -> None:
+    space = [{"key": "optimizer.lr", "kind": "float", "low": 1e-4, "high": 1e-2, "log": True},
+             {"key": "model.dropout", "kind": "float", "low": 0.0, "high": 0.4},
+             {"key": "model.hidden_size", "kind": "int", "low": 16, "high": 64, "step": 16},
+             {"key": "scenario", "kind": "categorical", "choices": ["tiny", "lorenz"], "group": True}]
+    table = space_table(space)
+    assert table["log"].tolist() == ["yes", "no", "no", ""]
+    assert table["step"].tolist() == ["", "", 16, ""]
+    html = page("t", {}, [], pd.DataFrame(), [], table, pd.DataFrame(), "", "")
+    assert "nan" not in html.lower() and "None" not in html
+    assert "nan" not in markdown_table(table).lower()
+
+
+@pytest.mark.parametrize(("values", "scale"), [
+    ([0.01, 0.2, 0.5, 3.0], "log"),          # positive, 300x: log shows the good trials apart
+    ([1.0, 1.5, 2.0, 9.0], "linear"),        # positive, under 10x
+    ([-50.0, -1.0, 0.0, 2.0], "symlog"),     # not all positive, magnitudes over 10x
+    ([-2.0, -1.0, 0.0, 1.5], "linear"),
+])
+def test_history_y_scale_follows_the_spread_of_the_metric(tmp_path: Path, values: list[float],
+                                                          scale: str) -> None:
+    fig = plots.history(hand_made(tmp_path, ["completed"] * len(values), values))
+    assert fig.axes[0].get_yscale() == scale
+
+
+def test_pruned_trials_are_finished_not_failed(tmp_path: Path) -> None:
+    data = hand_made(tmp_path, ["completed", "pruned", "pruned", "failed", "missing", "lost"],
+                     [1.0, 2.0, 3.0, float("nan"), float("nan"), float("nan")])
+    assert data.failed["status"].tolist() == ["failed", "lost"]
+    table = status_table(data.results).set_index("status")
+    assert table.index.tolist() == ["completed", "pruned", "failed", "lost", "missing"]  # state order
+    assert table.loc["pruned", "trials"] == 2 and table.loc["pruned", "counts as"] == "finished"
+    assert table.loc["lost", "counts as"] == "failed or stopped"
+    assert table.loc["missing", "counts as"] == "not run yet"
+    assert plots.failures(data).axes[0].get_title().startswith("2 trials failed or were stopped")
+    only_pruned = hand_made(tmp_path, ["completed", "pruned"], [1.0, 2.0])
+    assert plots.failures(only_pruned) is None

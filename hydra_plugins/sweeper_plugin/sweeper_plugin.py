@@ -1,20 +1,23 @@
 """Hydra's entry point for sweeper: select it with ``hydra/sweeper=sweeper``.
 
 Hydra imports every module under ``hydra_plugins`` at each start-up (in every
-process), so this module stays tiny and imports the real work lazily.
+process), so this module stays tiny and imports the real work lazily. The config groups
+a user's own app selects (``cluster=local``) live beside it, in ``config_groups``.
 """
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
 from hydra.plugins.sweeper import Sweeper
 
-from sweeper.schema import SweeperPluginConf
+from sweeper.schema import SweeperPluginConf, register_schemas
 
 ConfigStore.instance().store(group="hydra/sweeper", name="sweeper", node=SweeperPluginConf,
                              provider="sweeper")
+register_schemas()  # the defaults every config composes first (`sweeper_schema`)
 
 
 class TrialTableSweeper(Sweeper):
@@ -37,5 +40,26 @@ class TrialTableSweeper(Sweeper):
     def sweep(self, arguments: list[str]) -> Any:
         from sweeper.hydra_sweeper import run_sweep
 
-        return run_sweep(self.config, self.hydra_context, self.task_function, arguments,
-                         self.settings)
+        def run() -> Any:
+            return run_sweep(self.config, self.hydra_context, self.task_function, arguments,
+                             self.settings)
+
+        if getattr(self.task_function, "_sweeper_entry", False):
+            return run()  # the sweeper command prints errors and picks the exit code itself
+        return _exit_like_the_cli(run)
+
+
+def _exit_like_the_cli(run: Any) -> Any:
+    """In a user's own ``@hydra.main`` app, end as ``sweeper run`` does: a bad input is one
+    line and exit 2, failed trials exit 1, Ctrl-C 130. Hydra itself would print a traceback
+    for the first and exit 0 for the others, which a script or CI job cannot tell from success."""
+    from sweeper.errors import SweeperError
+
+    try:
+        result = run()
+    except SweeperError as ex:
+        print(f"sweeper: error: {ex}", file=sys.stderr)
+        raise SystemExit(ex.exit_code) from None
+    if result.exit_code:
+        raise SystemExit(result.exit_code)
+    return result

@@ -17,11 +17,14 @@ import pandas as pd
 
 from sweeper.analysis import plots
 from sweeper.analysis.advice import advice
-from sweeper.analysis.data import ReportData, load, pareto_front, selection_scores
+from sweeper.analysis.data import ReportData, ended_badly, load, pareto_front, selection_scores
+from sweeper.analysis.html import cell, page
 from sweeper.analysis.importance import importances
 from sweeper.paths import SweepPaths, atomic_path
+from sweeper.state import TrialState
 
-__all__ = ["Report", "ReportOptions", "build_report"]
+__all__ = ["Report", "ReportOptions", "app_task", "build_report", "launcher", "markdown_table",
+           "run_command", "space_table", "status_table"]
 
 
 @dataclass
@@ -45,6 +48,8 @@ class Report:
     importance: dict[str, float]
     notes: list[str]
     files: list[Path]
+    #: trains once from best_config.yaml (the sweeper command, or the user's own app)
+    train_command: str = ""
 
 
 def ranked(data: ReportData, options: ReportOptions) -> pd.DataFrame:
@@ -83,12 +88,41 @@ def _facts(data: ReportData) -> dict[str, str]:
     }
 
 
-def _markdown(frame: pd.DataFrame) -> str:
-    cells = [[f"{v:.6g}" if isinstance(v, float) else str(v) for v in row] for row in frame.to_numpy()]
+def markdown_table(frame: pd.DataFrame) -> str:
+    """``frame`` as a Markdown table (top_k.md), with the same cells as index.html."""
+    cells = [[cell(v) for v in row] for row in frame.to_numpy()]
     lines = ["| " + " | ".join(map(str, frame.columns)) + " |",
              "|" + "---|" * len(frame.columns)]
     lines += ["| " + " | ".join(row) + " |" for row in cells]
     return "\n".join(lines) + "\n"
+
+
+def space_table(space: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
+    """The searched keys, one row each. The space records leave out unset fields, so a row
+    without one shows an empty cell, and a range says whether it is log-scaled: yes or no."""
+    rows = [{**spec, **({"log": "yes" if spec.get("log") else "no"}
+                        if spec.get("kind", "categorical") != "categorical" else {})}
+            for spec in space]
+    frame = pd.DataFrame(rows).astype(object)
+    return frame.where(frame.notna(), "")
+
+
+def _counts_as(status: Any) -> str:
+    state = TrialState.parse(status)
+    if state is not None and state.is_settled():
+        return "finished"  # pruned too: stopped early on purpose, not a failure
+    if ended_badly(status):
+        return "failed or stopped"
+    return "queued or running" if state is not None and state.is_active() else "not run yet"
+
+
+def status_table(results: pd.DataFrame) -> pd.DataFrame:
+    """Trials per status, in the order `sweeper status` lists them, with what each counts as."""
+    counts = results["status"].value_counts()
+    known = [s.value for s in TrialState if s.value in counts.index]
+    order = known + sorted((s for s in counts.index if s not in known), key=str)
+    return pd.DataFrame([{"status": s, "trials": int(counts[s]), "counts as": _counts_as(s)}
+                         for s in order], columns=["status", "trials", "counts as"])
 
 
 def _write_text(path: Path, text: str) -> Path:
@@ -97,27 +131,26 @@ def _write_text(path: Path, text: str) -> Path:
     return path
 
 
-def build_report(paths: SweepPaths, options: ReportOptions) -> Report:
-    """Write ``DIR/report/`` and return what it found."""
-    data = load(paths, options.metric, options.direction)
-    for key in options.heatmap:
+def _check_heatmap(data: ReportData, keys: Sequence[str]) -> None:
+    for key in keys:
         if key not in data.params:
             from sweeper.errors import ConfigError, closest
 
             raise ConfigError(f"--heatmap key {key!r} was not searched{closest(key, data.params)}; "
                               f"searched keys: {', '.join(data.params)}")
-    out = paths.report_dir
-    out.mkdir(parents=True, exist_ok=True)
-    order = ranked(data, options)
-    best = order.iloc[0] if len(order) else None
+
+
+def _top(order: pd.DataFrame, data: ReportData, options: ReportOptions) -> pd.DataFrame:
     columns = ["trial_id", data.metric, *(["score"] if options.select else []),
                *[m for m in options.select if m != data.metric], *data.params]
-    top = order.head(options.top_k)[list(dict.fromkeys(c for c in columns if c in order))]
-    values = importances(data)
+    return order.head(options.top_k)[list(dict.fromkeys(c for c in columns if c in order))]
+
+
+def _draw(data: ReportData, options: ReportOptions, top: pd.DataFrame,
+          values: dict[str, float], out: Path) -> list[tuple[Path, str]]:
+    """Every plot the sweep has something for, saved as PNG: (path, title) pairs."""
     ranked_keys = sorted(values, key=values.get, reverse=True) or list(data.params)  # type: ignore[arg-type]
     hx, hy = (list(options.heatmap) or ranked_keys)[:2] if len(data.params) >= 2 else (None, None)
-    files = [_write_text(out / "top_k.csv", top.to_csv(index=False)),
-             _write_text(out / "top_k.md", _markdown(top))]
     images = [
         (plots.heatmap(data, hx, hy), "heatmap.png", f"{data.metric} over {hx} x {hy}"),
         (plots.importance(data, values), "importance.png", "parameter importance"),
@@ -131,23 +164,43 @@ def build_report(paths: SweepPaths, options: ReportOptions) -> Report:
         a, b = options.pareto
         mask = pareto_front(data.done, a, b, options.maximize)
         images.append((plots.pareto(data, a, b, mask), "pareto.png", f"Pareto front: {a} vs {b}"))
-    shown = [(p, title) for fig, name, title in images if (p := _save(fig, out / name)) is not None]
+    return [(p, title) for fig, name, title in images if (p := _save(fig, out / name)) is not None]
+
+
+def _best_config(data: ReportData, best: pd.Series | None) -> tuple[str, str, str]:
+    """The best trial's config to train from (a header, the YAML), and the command that does."""
+    out = data.paths.report_dir
+    if best is None or not best.get("config_yaml"):
+        return "", "", run_command(out)
+    body = _runnable(str(best["config_yaml"]))
+    command = run_command(out, app_task(data, best))
+    header = (f"# The best trial ({best['trial_id']}) of {data.paths.root}: "
+              f"{data.metric}={best[data.metric]:.6g}. Train from it with:\n# {command}\n")
+    return header, body, command
+
+
+def build_report(paths: SweepPaths, options: ReportOptions) -> Report:
+    """Write ``DIR/report/`` and return what it found."""
+    data = load(paths, options.metric, options.direction)
+    _check_heatmap(data, options.heatmap)
+    out = paths.report_dir
+    out.mkdir(parents=True, exist_ok=True)
+    order = ranked(data, options)
+    best = order.iloc[0] if len(order) else None
+    top = _top(order, data, options)
+    values = importances(data)
+    files = [_write_text(out / "top_k.csv", top.to_csv(index=False)),
+             _write_text(out / "top_k.md", markdown_table(top))]
+    shown = _draw(data, options, top, values, out)
     files += [p for p, _ in shown]
     notes = advice(data, best)
-    best_yaml = _runnable(str(best["config_yaml"])) if best is not None and best.get("config_yaml") else ""
-    if best is not None and best_yaml:
-        header = (f"# The best trial ({best['trial_id']}) of {paths.root}: "
-                  f"{data.metric}={best[data.metric]:.6g}. Train from it with:\n"
-                  f"# {run_command(out)}\n")
+    header, best_yaml, command = _best_config(data, best)
+    if best_yaml:
         files.append(_write_text(out / "best_config.yaml", header + best_yaml))
-    counts = data.results["status"].value_counts().rename_axis("status").reset_index(name="trials")
-    space = pd.DataFrame([{k: v for k, v in s.items()} for s in data.space])
-    from sweeper.analysis.html import page
-
     files.append(_write_text(out / "index.html", page(
-        f"Sweep report: {paths.root.name}", _facts(data), notes, top, shown, space, counts,
-        best_yaml, run_command(out))))
-    return Report(data, best, top, values, notes, files)
+        f"Sweep report: {paths.root.name}", _facts(data), notes, top, shown,
+        space_table(data.space), status_table(data.results), best_yaml, command)))
+    return Report(data, best, top, values, notes, files, command)
 
 
 def _runnable(config_yaml: str) -> str:
@@ -162,7 +215,41 @@ def _runnable(config_yaml: str) -> str:
     return config_yaml
 
 
-def run_command(report_dir: Path) -> str:
-    """The command that trains once from ``best_config.yaml``."""
-    return (f"python -m sweeper --config-path {shlex.quote(str(report_dir))} "
-            "--config-name best_config")
+def app_task(data: ReportData, best: pd.Series) -> str | None:
+    """The task reference when the sweep ran an app's own ``@hydra.main`` function, else None.
+    Its config then names no ``task.fn``, so ``python -m sweeper`` alone would not know what
+    to train: commands that run it again go through :func:`launcher`."""
+    import yaml
+
+    cfg = yaml.safe_load(str(best.get("config_yaml") or "")) or {}
+    task = cfg.get("task") if isinstance(cfg, dict) else None
+    if isinstance(task, dict) and task.get("fn"):
+        return None
+    variants = data.sweep.variants
+    index = int(best["variant"]) if "variant" in best and 0 <= best["variant"] < len(variants) else 0
+    return variants[index].task_fn if variants else None
+
+
+def launcher(task: str | None) -> tuple[list[str], list[str]]:
+    """The words around a Hydra command line that run the sweep's task again: ``python -m
+    sweeper``, or the user's own app script when :func:`app_task` found one.
+
+    >>> launcher("file:/home/me/app.py:train")
+    (['python', '/home/me/app.py'], [])
+    """
+    if task is None:
+        return ["python", "-m", "sweeper"], []
+    if task.startswith("file:"):
+        return ["python", task[len("file:"):].rpartition(":")[0]], []
+    return ["python", "-m", "sweeper"], [f"+task.fn={task}"]
+
+
+def run_command(report_dir: Path, task: str | None = None) -> str:
+    """The command that trains once from ``best_config.yaml`` (``task``: see :func:`app_task`).
+
+    >>> run_command(Path("/s/report"), "file:/home/me/app.py:train")
+    'python /home/me/app.py --config-path /s/report --config-name best_config'
+    """
+    before, after = launcher(task)
+    return shlex.join([*before, "--config-path", str(report_dir), "--config-name", "best_config",
+                       *after])

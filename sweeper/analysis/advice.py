@@ -127,11 +127,11 @@ def advice(data: ReportData, best: pd.Series | None) -> list[str]:
             if last_is_best:
                 notes.append(f"the best trial's {data.metric} was still improving at its last epoch "
                              f"({int(curve['epoch'].iloc[-1])}): more epochs may pay")
-    bad = data.results[~data.results["status"].isin(["completed", "missing"])]
+    bad = data.failed
     if len(bad) and len(bad) >= 0.1 * len(data.results):
         reasons = bad["error"].fillna(bad["status"]).map(lambda e: str(e).splitlines()[0][:80])
         top = ", ".join(f"{n} x {r}" for r, n in reasons.value_counts().head(3).items())
-        notes.append(f"{len(bad)} of {len(data.results)} trials did not complete: {top}")
+        notes.append(f"{len(bad)} of {len(data.results)} trials failed or were stopped: {top}")
     return notes
 
 

@@ -15,8 +15,19 @@ import pandas as pd
 from sweeper.errors import ConfigError, closest
 from sweeper.paths import SweepPaths
 from sweeper.record import SweepRecord
+from sweeper.state import TrialState
 
-__all__ = ["ReportData", "load", "pareto_front", "selection_scores"]
+__all__ = ["ReportData", "ended_badly", "load", "pareto_front", "selection_scores"]
+
+_COMPLETED = TrialState.COMPLETED.value
+
+
+def ended_badly(status: object) -> bool:
+    """A row whose trial ended without settling (failed, timed out, cancelled, lost), or whose
+    status sweeper does not know. Pruned trials stopped early on purpose: not a failure; queued
+    and missing ones have not ended."""
+    state = TrialState.parse(status)
+    return state is None or (state.is_finished() and not state.is_settled())
 
 
 @dataclass
@@ -35,12 +46,17 @@ class ReportData:
     @property
     def done(self) -> pd.DataFrame:
         """Completed trials that returned the metric."""
-        ok = (self.results["status"] == "completed")
+        ok = (self.results["status"] == _COMPLETED)
         if self.metric in self.results:
             ok &= self.results[self.metric].notna()
         else:
             ok &= False
         return self.results[ok]
+
+    @property
+    def failed(self) -> pd.DataFrame:
+        """Trials that ended without settling (see :func:`ended_badly`)."""
+        return self.results[self.results["status"].map(ended_badly).astype(bool)]
 
     def space_of(self, key: str) -> dict[str, Any]:
         return next((s for s in self.space if s["key"] == key), {"key": key, "kind": "categorical"})
@@ -65,7 +81,7 @@ def load(paths: SweepPaths, metric: str | None = None, direction: str | None = N
     space = [dict(s) for s in sweep.space]
     numeric = [c for c in df.columns if _numeric(df[c])
                and c not in ("trial_id", "variant", "seed", "attempt", "slurm_array_task_id")]
-    if metric not in df.columns and (df["status"] == "completed").any():
+    if metric not in df.columns and (df["status"] == _COMPLETED).any():
         raise ConfigError(f"the results have no metric {metric!r}{closest(metric, numeric)}; "
                           f"metrics: {', '.join(numeric) or 'none'}")
     return ReportData(paths, sweep, df, merged.curves.to_pandas(), metric, direction,

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import base64
 import html
+import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-__all__ = ["page"]
+__all__ = ["cell", "page"]
 
 _CSS = """
 body{font-family:system-ui,sans-serif;margin:2rem auto;max-width:1100px;color:#222;padding:0 1rem}
@@ -26,15 +27,16 @@ def _table(frame: pd.DataFrame) -> str:
     head = "".join(f"<th>{html.escape(str(c))}</th>" for c in frame.columns)
     rows = []
     for _, row in frame.iterrows():
-        cells = "".join(f"<td>{html.escape(_cell(v))}</td>" for v in row)
+        cells = "".join(f"<td>{html.escape(cell(v))}</td>" for v in row)
         rows.append(f"<tr>{cells}</tr>")
     return f"<table><tr>{head}</tr>{''.join(rows)}</table>"
 
 
-def _cell(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:.6g}"
-    return str(value)
+def cell(value: Any) -> str:
+    """One table cell as text; a missing value is an empty cell, never "nan" or "None"."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    return f"{value:.6g}" if isinstance(value, float) else str(value)
 
 
 def _image(path: Path, title: str) -> str:

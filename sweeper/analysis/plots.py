@@ -11,8 +11,9 @@ import numpy as np
 import pandas as pd
 
 from sweeper.analysis.data import ReportData
+from sweeper.state import TrialState
 
-__all__ = ["heatmap_data"]
+__all__ = ["heatmap_data", "history", "y_scale"]
 
 
 def _plt() -> Any:
@@ -88,6 +89,24 @@ def importance(data: ReportData, values: dict[str, float]) -> Any:
     return fig
 
 
+def y_scale(values: np.ndarray) -> tuple[str, dict[str, float]]:
+    """The y scale for a metric, with its options: one far-off trial on a linear axis flattens
+    the differences between the good ones that matter. Log when the values are positive and
+    span more than 10x; symlog (linear up to the smallest magnitude) when some are not positive
+    and their magnitudes span more than 10x; else linear.
+
+    >>> y_scale(np.array([0.01, 0.5, 3.0]))[0], y_scale(np.array([-50.0, -1.0, 0.0]))
+    ('log', ('symlog', {'linthresh': 1.0}))
+    """
+    finite = values[np.isfinite(values)]
+    if finite.size and (finite > 0).all():
+        return ("log", {}) if finite.max() > 10 * finite.min() else ("linear", {})
+    sizes = np.abs(finite[finite != 0])
+    if sizes.size and sizes.max() > 10 * sizes.min():
+        return "symlog", {"linthresh": float(sizes.min())}
+    return "linear", {}
+
+
 def history(data: ReportData) -> Any:
     if data.done.empty:
         return None
@@ -100,8 +119,8 @@ def history(data: ReportData) -> Any:
     ax.step(range(len(values)), best, where="post", color="tab:red", label="best so far")
     ax.set_xlabel("completed trials, in finishing order")
     ax.set_ylabel(data.metric)
-    if (values > 0).all() and values.max() / max(values.min(), 1e-300) > 100:
-        ax.set_yscale("log")
+    scale, options = y_scale(values)
+    ax.set_yscale(scale, **options)
     ax.legend()
     ax.set_title("optimization history")
     return fig
@@ -173,7 +192,7 @@ def curves(data: ReportData, top: Sequence[int]) -> Any:
         return None
     plt = _plt()
     fig, ax = plt.subplots(figsize=(8, 4.5))
-    pruned = set(data.results.loc[data.results["status"] == "pruned", "trial_id"])
+    pruned = set(data.results.loc[data.results["status"] == TrialState.PRUNED.value, "trial_id"])
     longest = data.curves["epoch"].max()
     for tid in list(top) + sorted(pruned):
         c = data.curves[data.curves["trial_id"] == tid].sort_values("epoch")
@@ -193,7 +212,7 @@ def curves(data: ReportData, top: Sequence[int]) -> Any:
 
 
 def failures(data: ReportData) -> Any:
-    bad = data.results[~data.results["status"].isin(["completed", "missing"])]
+    bad = data.failed
     if bad.empty:
         return None
     plt = _plt()
@@ -202,7 +221,7 @@ def failures(data: ReportData) -> Any:
     fig, ax = plt.subplots(figsize=(8, 0.5 * len(counts) + 1.5))
     ax.barh(counts.index[::-1], counts.to_numpy()[::-1], color="tab:red")
     ax.set_xlabel("trials")
-    ax.set_title(f"{len(bad)} trials did not complete, by reason")
+    ax.set_title(f"{len(bad)} trials failed or were stopped, by reason (pruned ones did not fail)")
     fig.tight_layout()
     return fig
 
