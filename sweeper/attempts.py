@@ -24,11 +24,19 @@ __all__ = ["AttemptMarker", "process_start", "read_marker", "read_markers", "sta
 
 
 def process_start(pid: int) -> str | None:
-    """The process's start time since boot (/proc); with the pid, it names one process."""
+    """The process's start time since boot (/proc); with the pid, it names one process.
+
+    None when it is gone, and also for a zombie: it has ended and only waits to be reaped
+    (an orphan's may wait forever in a container whose init never reaps), so it must not
+    count as a trial that still runs, nor as a live driver.
+    """
     try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
-    except (OSError, IndexError):
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
         return None
+    if len(fields) < 20 or fields[0] in ("Z", "X"):
+        return None
+    return fields[19]
 
 
 def slurm_element() -> str | None:

@@ -13,8 +13,12 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sweeper.errors import SweepDirError
+
+if TYPE_CHECKING:
+    from filelock import BaseFileLock
 
 __all__ = ["dir_lock"]
 
@@ -26,32 +30,42 @@ def dir_lock(path: Path, what: str, timeout_s: float = 600.0) -> Iterator[None]:
     """Hold the lock file ``path``; ``what`` names it in messages (e.g. "the sweep dir").
 
     Raises SweepDirError after ``timeout_s`` with the holder's file named, so a stuck lock is
-    an error with a fix, not a hang.
+    an error with a fix, not a hang; and at once when the lock cannot be taken at all (a
+    read-only dir, a directory in the lock file's place), as one line instead of a traceback.
     """
-    from filelock import FileLock, SoftFileLock, Timeout
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    lock: FileLock | SoftFileLock = FileLock(str(path))
-    start = time.monotonic()
-    said = False
-    while True:
-        try:
-            lock.acquire(timeout=0.5)
-            break
-        except NotImplementedError:  # no flock here: an O_EXCL lock file works everywhere
-            lock = SoftFileLock(str(path) + ".soft")
-        except Timeout:
-            waited = time.monotonic() - start
-            if waited >= timeout_s:
-                raise SweepDirError(
-                    f"waited {waited:.0f}s for the lock on {what} ({path}); another sweeper "
-                    "command holds it. Wait for it to end, or, if none runs, delete that file"
-                ) from None
-            if not said and waited >= _SAY_AFTER_S:
-                print(f"[sweeper] waiting for another sweeper command's lock on {what} ({path})",
-                      file=sys.stderr, flush=True)
-                said = True
+    lock = _acquire(path, what, timeout_s)
     try:
         yield
     finally:
         lock.release()
+
+
+def _acquire(path: Path, what: str, timeout_s: float) -> BaseFileLock:
+    from filelock import FileLock, SoftFileLock, Timeout
+
+    lock: BaseFileLock = FileLock(str(path))
+    start = time.monotonic()
+    said = False
+    while True:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            lock.acquire(timeout=0.5)
+            return lock
+        except NotImplementedError:  # no flock here: an O_EXCL lock file works everywhere
+            lock = SoftFileLock(str(path) + ".soft")
+        except Timeout:  # before OSError: filelock's Timeout is a TimeoutError
+            waited = time.monotonic() - start
+            if waited >= timeout_s:
+                raise SweepDirError(
+                    f"waited {waited:.0f}s for the lock on {what} ({lock.lock_file}); another "
+                    "sweeper command holds it. Wait for it to end, or, if none runs, delete "
+                    "that file") from None
+            if not said and waited >= _SAY_AFTER_S:
+                print(f"[sweeper] waiting for another sweeper command's lock on {what} "
+                      f"({lock.lock_file})", file=sys.stderr, flush=True)
+                said = True
+        except OSError as ex:
+            raise SweepDirError(
+                f"cannot take the lock on {what} ({lock.lock_file}): {ex.strerror or ex}; the "
+                "dir must be writable, and that path a plain file (delete it if it is not)"
+            ) from None

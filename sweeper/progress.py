@@ -64,7 +64,9 @@ class SweepProgress:
 
     def update(self, finished: Counter[TrialState], running: int) -> None:
         done = sum(finished.values())
-        failed = sum(n for s, n in finished.items() if not s.is_settled())
+        # Stopped trials (cancelled, requeued) are not failures: resume runs them.
+        failed = sum(n for s, n in finished.items()
+                     if s in (TrialState.FAILED, TrialState.TIMEOUT, TrialState.LOST))
         self._progress.update(self._task, completed=done, running=running, failed=failed)
         self._state = (done, running, failed)
         if self.plain:

@@ -8,94 +8,32 @@ marker (:mod:`sweeper.attempts`); whatever the task does, a row is then written:
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import os
 import random
-import signal
 import sys
-import time
 import traceback
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.dataset  # read_trials' filters need it: import it once, in the fork server
-from hydra.core.hydra_config import HydraConfig
-from hydra.core.utils import setup_globals
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, OmegaConf
 
 from sweeper import attempts, context, provenance, taskref
 from sweeper.context import TrialInterrupted
 from sweeper.errors import SweepDirError
 from sweeper.metrics import to_metrics
 from sweeper.paths import SweepPaths
-from sweeper.record import SweepRecord, hydra_node
+from sweeper.record import SweepRecord
 from sweeper.results import TrialOutcome, read_attempt, read_state, write_result
 from sweeper.state import TrialState
+from sweeper.stops import StopGuard
+from sweeper.trial_config import set_hydra_config, trial_config
 from sweeper.trials import read_trials
 
 __all__ = ["StopGuard", "exit_code", "rows_by_id", "run_one", "run_rows", "seed_everything",
            "to_metrics", "trial_config", "write_orphan"]
-
-
-def _param_value(encoding: str, value: Any) -> Any:
-    if encoding == "override":
-        from hydra.core.override_parser.overrides_parser import OverridesParser
-
-        return OverridesParser.create().parse_override(f"x={value}").value()
-    return value
-
-
-def trial_config(record: SweepRecord, trial: Mapping[str, Any]) -> DictConfig:
-    """The trial's config: its frozen variant with the trial's values applied."""
-    cfg = OmegaConf.create(record.variant_container(int(trial["variant"])))
-    assert isinstance(cfg, DictConfig)
-    OmegaConf.set_struct(cfg, True)
-    for spec in record.params:
-        if spec.group:
-            continue
-        value = _param_value(spec.encoding, trial[spec.key])
-        with open_dict(cfg):
-            OmegaConf.update(cfg, spec.key, value, merge=True, force_add=bool(spec.prefix))
-    return cfg
-
-
-def _set_hydra_config(record: SweepRecord, trial: Mapping[str, Any]) -> None:
-    """Let a task written for Hydra call ``HydraConfig.get()`` as it would under Hydra."""
-    node = hydra_node(record, int(trial["variant"]))
-    if node is None:
-        return
-    setup_globals()
-    if not OmegaConf.has_resolver("sweeper_trial_dir"):
-        # Created only if the task asks for it, as Hydra's output dir would be.
-        OmegaConf.register_new_resolver("sweeper_trial_dir", lambda: str(context.trial_dir()),
-                                        use_cache=False)
-    node.hydra.job.num = int(trial["trial_id"])
-    node.hydra.job.id = os.environ.get("SLURM_JOB_ID", str(trial["trial_id"]))
-    node.hydra.job.override_dirname = _override_dirname(node.hydra, trial.get("overrides") or [])
-    node.hydra.runtime.output_dir = "${sweeper_trial_dir:}"
-    OmegaConf.set_readonly(node.hydra, True)
-    # HydraConfig.set_config insists on a structured HydraConf node, which costs ~40 ms
-    # per trial to build; get() only reads `cfg.hydra`, so set the plain node directly.
-    HydraConfig.instance().cfg = node  # type: ignore[assignment]
-
-
-def _override_dirname(hydra: DictConfig, overrides: Sequence[str]) -> str:
-    """As Hydra builds hydra.job.override_dirname: sorted key=value pairs, minus excluded keys."""
-    conf = OmegaConf.select(hydra, "job.config.override_dirname", default=None)
-    kv, item = (conf.kv_sep, conf.item_sep) if conf is not None else ("=", ",")
-    excluded = set(conf.exclude_keys) if conf is not None else set()
-    pairs = [o.split("=", 1) for o in overrides if "=" in o]
-    return item.join(f"{k}{kv}{v}" for k, v in sorted(pairs) if k not in excluded)
-
-
-def warm(record: SweepRecord) -> None:
-    """Parse the variants once (the fork server shares them with every trial)."""
-    for i in range(len(record.variants)):
-        record.variant_container(i)
-        hydra_node(record, i)
-    provenance.torch_version()
 
 
 def seed_everything(seed: int) -> None:
@@ -124,55 +62,6 @@ def _provenance(record: SweepRecord) -> dict[str, Any]:
     }
 
 
-class StopGuard:
-    """SIGTERM becomes TrialInterrupted, except while a row is written: then the stop waits
-    until the row is on disk, and is raised when the write ends (even if the write failed)."""
-
-    def __init__(self) -> None:
-        self._depth = 0
-        self._held = False
-        self._pending: TrialInterrupted | None = None
-
-    def handle(self, signum: int, frame: Any) -> None:
-        # The executor sets SWEEPER_DEADLINE; a stop at or after it is the time limit.
-        deadline = float(os.environ.get("SWEEPER_DEADLINE") or "inf")
-        if time.time() >= deadline - 2.0:
-            stop = TrialInterrupted("stopped at its time limit (cluster.timeout_min)",
-                                    TrialState.TIMEOUT)
-        else:
-            stop = TrialInterrupted(f"stopped by {signal.Signals(signum).name}")
-        if self._depth or self._held:
-            self._pending = stop
-            return
-        raise stop
-
-    def install(self) -> None:
-        signal.signal(signal.SIGTERM, self.handle)
-        signal.signal(signal.SIGHUP, self.handle)  # a closed terminal stops trials cleanly
-
-    def hold(self) -> None:
-        """From the task's end until :meth:`release`: its row must reach the disk first."""
-        self._held = True
-
-    def release(self) -> None:
-        self._held = False
-        self._raise_pending()
-
-    @contextlib.contextmanager
-    def deferred(self) -> Iterator[None]:
-        self._depth += 1
-        try:
-            yield
-        finally:
-            self._depth -= 1
-            self._raise_pending()
-
-    def _raise_pending(self) -> None:
-        if not self._depth and not self._held and self._pending is not None:
-            stop, self._pending = self._pending, None
-            raise stop
-
-
 def _attempt(paths: SweepPaths, record: SweepRecord, row: dict[str, Any],
              outcome: TrialOutcome, guard: StopGuard) -> context.TrialContext:
     """Run the task; fill ``outcome``. Never raises: every failure becomes the outcome."""
@@ -182,7 +71,7 @@ def _attempt(paths: SweepPaths, record: SweepRecord, row: dict[str, Any],
     try:
         cfg = trial_config(record, row)
         outcome.config_yaml = _yaml(cfg)
-        _set_hydra_config(record, row)
+        set_hydra_config(record, row)
         fn = taskref.load(record.variants[int(row["variant"])].task_fn)
         seed_everything(int(row["seed"]))
         if OmegaConf.select(cfg, "tracking.tensorboard", default=False):
@@ -216,8 +105,9 @@ def run_one(paths: SweepPaths, record: SweepRecord, trial: pa.Table,
     state = read_state(target)
     if state is not None and state.is_settled():
         return state
-    with guard.deferred():
-        marker = attempts.start_attempt(paths, trial_id, _next_attempt(paths, trial_id))
+    marker = _mark_start(paths, trial_id, guard)
+    if marker is None:
+        return TrialState.LOST
     now = dt.datetime.now(dt.timezone.utc)
     outcome = TrialOutcome(TrialState.FAILED, now, now, attempt=marker.attempt)
     ctx = _attempt(paths, record, row, outcome, guard)
@@ -227,7 +117,8 @@ def run_one(paths: SweepPaths, record: SweepRecord, trial: pa.Table,
         outcome.device = provenance.device_name()
         outcome.torch_version = provenance.torch_version()
         outcome.provenance = _provenance(record)
-        _write(paths, trial, outcome)
+        if not _write(paths, trial, outcome):
+            return TrialState.LOST  # nothing recorded it: status shows it lost
         print(f"[sweeper] trial {trial_id}: {outcome.status.value}"
               + (f" ({outcome.error})" if outcome.error else ""), flush=True)
     finally:
@@ -235,20 +126,37 @@ def run_one(paths: SweepPaths, record: SweepRecord, trial: pa.Table,
     return outcome.status
 
 
+def _mark_start(paths: SweepPaths, trial_id: int, guard: StopGuard) -> attempts.AttemptMarker | None:
+    """The attempt's marker, written before the task runs; None (said why) when it cannot be
+    written: unmarked, the trial could run twice at once, so it does not run."""
+    try:
+        with guard.deferred():
+            return attempts.start_attempt(paths, trial_id, _next_attempt(paths, trial_id))
+    except OSError as ex:
+        _say_unwritten(f"the start of trial {trial_id}", ex, "it did not run")
+        return None
+
+
 def _next_attempt(paths: SweepPaths, trial_id: int) -> int:
     marker = attempts.read_marker(paths, trial_id)
     return max(read_attempt(paths.result(trial_id)), marker.attempt if marker else 0) + 1
 
 
-def _write(paths: SweepPaths, trial: pa.Table, outcome: TrialOutcome) -> None:
+def _write(paths: SweepPaths, trial: pa.Table, outcome: TrialOutcome) -> bool:
     """Write the row; a failure to write (disk full, no locks) is reported, not raised, so
     the worker's other trials still run. The trial then shows as lost, and resume reruns it."""
     try:
         write_result(paths, trial, outcome)
     except Exception as ex:
-        print(f"[sweeper] could not write the row of trial {trial.column('trial_id')[0]} "
-              f"({type(ex).__name__}: {ex}); it will show as lost, and resume reruns it",
-              file=sys.stderr, flush=True)
+        _say_unwritten(f"the row of trial {trial.column('trial_id')[0]}", ex,
+                       "it will show as lost")
+        return False
+    return True
+
+
+def _say_unwritten(what: str, ex: BaseException, then: str) -> None:
+    print(f"[sweeper] could not write {what} ({type(ex).__name__}: {ex}); {then}, and "
+          "resume reruns it", file=sys.stderr, flush=True)
 
 
 def _curve_so_far(paths: SweepPaths, trial_id: int) -> list[dict[str, Any]]:

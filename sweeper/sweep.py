@@ -82,6 +82,10 @@ def _say_before(before: dict[TrialState, int], retry_failed: bool) -> None:
         return
     kept = ", ".join(f"{n} {s.value}" for s, n in sorted(before.items(), key=lambda x: x[0].value))
     console.print(f"[sweeper] trials so far: {kept}")
+    active = sum(n for s, n in before.items() if s.is_active())
+    if active:
+        console.print(f"[sweeper] {active} trial(s) still queued or running are left to run "
+                      "where they are, not started again")
     if before.get(TrialState.FAILED) and not retry_failed:
         console.print("[sweeper] failed trials are kept; rerun them with --retry-failed")
 
@@ -100,6 +104,8 @@ def merge_and_show(paths: SweepPaths, metric: str | None = None, direction: str 
     summary = ", ".join(f"{c['trial_id_count']} {c['status']}" for c in counts)
     out.print(f"[sweeper] {result.results.num_rows} trials ({summary}) -> {paths.merged}; "
               f"{result.curves.num_rows} curve points -> {paths.curves}")
+    if not any(c["status"] == TrialState.COMPLETED.value for c in counts):
+        return  # no table of the best: nothing completed yet
     print_top(result.results, metric or record.search.metric,
               direction or record.search.direction, record.param_keys, top)
 

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import sweeper.runner
+import sweeper.trial_config
 from sweeper.paths import SweepPaths
 from sweeper.record import SweepRecord
 
@@ -30,7 +31,7 @@ if _sweep_dir:
     # Parsed once here, the frozen sweep (and its YAML parse) is shared by every trial.
     try:
         record = SweepRecord.load(SweepPaths(Path(_sweep_dir)))
-        sweeper.runner.warm(record)
+        sweeper.trial_config.warm(record)
     except BaseException:  # the trial reports it
         record = None
 

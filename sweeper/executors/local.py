@@ -18,7 +18,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections import Counter, deque
 from collections.abc import Iterator, Sequence
@@ -30,6 +29,7 @@ from typing import Any
 import pyarrow as pa
 
 from sweeper import taskref
+from sweeper.driver import DriverSignals, start_time, watch_driver
 from sweeper.executors._base import Executor, LaunchResult, OnDone, Submission
 from sweeper.paths import SweepPaths
 from sweeper.progress import SweepProgress
@@ -40,6 +40,9 @@ from sweeper.state import TrialState
 __all__ = ["LocalExecutor", "detect_gpus"]
 
 _GRACE_S = 10.0
+#: A trial process's exit code when it could not write its row (or marker): the trial stays
+#: as it is (lost, or not run), for resume; the driver must not write a row of its own.
+_NO_ROW_EXIT = 75
 
 
 def detect_gpus() -> list[str]:
@@ -85,7 +88,8 @@ def _child(root: str, row: dict[str, Any], schema: pa.Schema, log_path: str,
     # outlives its driver: a hang-up, a SIGKILL or an OOM kill of the driver stops it too.
     os.setpgid(0, 0)
     os.environ.update(env)
-    _die_with_driver(int(env["SWEEPER_DRIVER_PID"]), env.get("SWEEPER_DRIVER_START"))
+    watch_driver(int(env["SWEEPER_DRIVER_PID"]), env.get("SWEEPER_DRIVER_START") or None,
+                 _GRACE_S)
     fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     os.dup2(fd, 1)
     os.dup2(fd, 2)
@@ -95,30 +99,11 @@ def _child(root: str, row: dict[str, Any], schema: pa.Schema, log_path: str,
     from sweeper.runner import exit_code, run_rows
 
     paths = SweepPaths(Path(root))
-    code = exit_code(run_rows(paths, record_for(paths),
-                              pa.Table.from_pylist([row], schema=schema)), 1)
+    states = run_rows(paths, record_for(paths), pa.Table.from_pylist([row], schema=schema))
+    code = _NO_ROW_EXIT if TrialState.LOST in states else exit_code(states, 1)
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)  # the row is written; skip interpreter teardown
-
-
-def _die_with_driver(driver_pid: int, driver_start: str | None) -> None:
-    """SIGTERM this trial (a clean ``cancelled`` row) as soon as its driver is gone."""
-    from sweeper.driver import start_time
-
-    if sys.platform.startswith("linux"):
-        # The parent is the fork server, which exits when the driver does.
-        with contextlib.suppress(OSError, AttributeError):
-            import ctypes
-
-            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-
-    def watch() -> None:
-        while start_time(driver_pid) == driver_start and driver_start is not None:
-            time.sleep(1.0)
-        os.kill(os.getpid(), signal.SIGTERM)
-
-    threading.Thread(target=watch, name="sweeper-driver-watch", daemon=True).start()
 
 
 @contextlib.contextmanager
@@ -167,8 +152,6 @@ class LocalExecutor(Executor):
             env["CUDA_VISIBLE_DEVICES"] = self.gpus[slot % len(self.gpus)]
         if deadline is not None:
             env["SWEEPER_DEADLINE"] = f"{time.time() + (deadline - time.monotonic()):.3f}"
-        from sweeper.driver import start_time
-
         env["SWEEPER_DRIVER_PID"] = str(os.getpid())
         env["SWEEPER_DRIVER_START"] = start_time(os.getpid()) or ""
         return env
@@ -196,7 +179,7 @@ class LocalExecutor(Executor):
         paths.logs_dir.mkdir(parents=True, exist_ok=True)
         run = _Run(paths, record, submission.rows.schema, on_done)
         interrupted = False
-        with SweepProgress(len(rows)) as bar, _stop_on_signals():
+        with SweepProgress(len(rows)) as bar, run.signals.installed():
             try:
                 self._loop(ctx, run, deque(rows), bar)
             except KeyboardInterrupt:
@@ -215,9 +198,9 @@ class LocalExecutor(Executor):
                 self._reap(run, running)
                 self._enforce_timeouts(running)
             bar.update(run.states, 0)
-        except KeyboardInterrupt:
-            with _signals_ignored():  # a second Ctrl-C must not leave trials behind
-                self._stop_all(run, running)
+        except KeyboardInterrupt:  # later signals are ignored (DriverSignals) until it is done
+            self._stop_all(run, running)
+            with contextlib.suppress(OSError):  # a hung-up terminal
                 bar.update(run.states, 0)
             raise
 
@@ -230,10 +213,10 @@ class LocalExecutor(Executor):
         log = str(paths.local_log(slot))
         proc = ctx.Process(target=_child, args=(str(paths.root), row, run.schema, log,
                                                  self._env(slot, deadline)), daemon=False)
-        with _hidden_main():
+        with run.signals.held(), _hidden_main():  # a stop now would lose track of the process
             proc.start()
-        running[slot] = _Running(proc, int(row["trial_id"]), slot, now,
-                                 dt.datetime.now(dt.timezone.utc), deadline, prev)
+            running[slot] = _Running(proc, int(row["trial_id"]), slot, now,
+                                     dt.datetime.now(dt.timezone.utc), deadline, prev)
 
     def _reap(self, run: _Run, running: dict[int, _Running]) -> None:
         for slot, r in list(running.items()):
@@ -242,7 +225,9 @@ class LocalExecutor(Executor):
             r.process.join()
             path = run.paths.result(r.trial_id)
             state = read_state(path)
-            if not (state and state.is_settled()) and read_attempt(path) <= r.prev_attempt:
+            if r.process.exitcode == _NO_ROW_EXIT:
+                state = TrialState.LOST  # it said why in its log; resume reruns it
+            elif not (state and state.is_settled()) and read_attempt(path) <= r.prev_attempt:
                 state = self._orphan(run, r)  # its row is an earlier attempt's: it wrote none
             run.done(r.trial_id, state or TrialState.FAILED)
             del running[slot]
@@ -257,27 +242,35 @@ class LocalExecutor(Executor):
         if r.stop_sent:  # we stopped it: at its time limit, or because the sweep was cancelled
             timed_out = r.deadline is not None and time.monotonic() >= r.deadline
             state = TrialState.TIMEOUT if timed_out else TrialState.CANCELLED
-        write_orphan(run.paths, run.record, r.trial_id, state,
-                     f"the trial's process ended with {how} before writing a result (killed "
-                     f"by the OS, e.g. out of memory, or by a user); see "
-                     f"{run.paths.local_log(r.slot)}", r.started_at)
+        try:
+            write_orphan(run.paths, run.record, r.trial_id, state,
+                         f"the trial's process ended with {how} before writing a result "
+                         f"(killed by the OS, e.g. out of memory, or by a user); see "
+                         f"{run.paths.local_log(r.slot)}", r.started_at)
+        except Exception as ex:  # the sweep goes on; the trial shows as lost
+            _say(f"[sweeper] could not write the row of trial {r.trial_id} ({type(ex).__name__}: "
+                 f"{ex}); it will show as lost, and resume reruns it")
+            return TrialState.LOST
         return state
 
     def _enforce_timeouts(self, running: dict[int, _Running]) -> None:
+        """SIGTERM once at the limit (a repeated one could hit the trial while it writes its
+        ``timeout`` row), SIGKILL after the grace period."""
         now = time.monotonic()
         for r in running.values():
             if r.deadline is None or now < r.deadline:
                 continue
-            _signal_group(r.process.pid, signal.SIGKILL if r.stop_sent and
-                          now > r.deadline + _GRACE_S else signal.SIGTERM)
-            r.stop_sent = True
+            if not r.stop_sent:
+                _signal_group(r.process.pid, signal.SIGTERM)
+                r.stop_sent = True
+            elif now > r.deadline + _GRACE_S:
+                _signal_group(r.process.pid, signal.SIGKILL)
 
     def _stop_all(self, run: _Run, running: dict[int, _Running]) -> None:
-        print(f"\n[sweeper] interrupted: stopping {len(running)} running trial(s)...",
-              file=sys.stderr, flush=True)
-        for r in running.values():
+        for r in running.values():  # first: after a hang-up, printing may fail
             _signal_group(r.process.pid, signal.SIGTERM)
             r.stop_sent = True
+        _say(f"\n[sweeper] interrupted: stopping {len(running)} running trial(s)...")
         end = time.monotonic() + _GRACE_S
         while running and time.monotonic() < end:
             wait([r.process.sentinel for r in running.values()], timeout=0.2)
@@ -299,36 +292,9 @@ def _signal_group(pid: int, sig: signal.Signals) -> None:
             os.kill(pid, sig)
 
 
-class _stop_on_signals:
-    """Treat SIGTERM and SIGHUP (a closed terminal or SSH session) to the driver like Ctrl-C:
-    stop trials cleanly, keep the dir resumable."""
-
-    _SIGNALS = (signal.SIGTERM, signal.SIGHUP)
-
-    def __enter__(self) -> None:
-        self._main = threading.current_thread() is threading.main_thread()
-        if self._main:
-            self._old = [signal.signal(s, signal.default_int_handler) for s in self._SIGNALS]
-
-    def __exit__(self, *exc: object) -> None:
-        if self._main:
-            for s, old in zip(self._SIGNALS, self._old, strict=True):
-                signal.signal(s, old)
-
-
-@contextlib.contextmanager
-def _signals_ignored() -> Iterator[None]:
-    """While trials are being stopped, further Ctrl-C, SIGTERM or SIGHUP wait their turn."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    sigs = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-    old = [signal.signal(s, signal.SIG_IGN) for s in sigs]
-    try:
-        yield
-    finally:
-        for s, handler in zip(sigs, old, strict=True):
-            signal.signal(s, handler)
+def _say(line: str) -> None:
+    with contextlib.suppress(OSError):  # a closed terminal must not stop the cleanup
+        print(line, file=sys.stderr, flush=True)
 
 
 class _Run:
@@ -338,6 +304,7 @@ class _Run:
                  on_done: OnDone | None) -> None:
         self.paths, self.record, self.schema, self.on_done = paths, record, schema, on_done
         self.states: Counter[TrialState] = Counter()
+        self.signals = DriverSignals()
 
     def done(self, trial_id: int, state: TrialState) -> None:
         self.states[state] += 1
