@@ -68,7 +68,7 @@ def _epoch(model: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y: tor
     loss_fn, total = nn.MSELoss(), 0.0
     order = torch.randperm(len(x), generator=gen)
     for start in range(0, len(x), batch_size):
-        idx = order[start : start + batch_size]
+        idx = order[start : start + batch_size].to(x.device)
         opt.zero_grad()
         loss = loss_fn(model(x[idx]), y[idx])
         loss.backward()
@@ -84,20 +84,32 @@ def _evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
     return float(nn.functional.mse_loss(model(x), y).item())
 
 
+def _device(cfg: Any) -> torch.device:
+    """``training.device``: ``auto`` (the GPU the executor gave this trial, else the CPU),
+    ``cpu`` or ``cuda``. Each local slot sees one GPU through CUDA_VISIBLE_DEVICES."""
+    from omegaconf import OmegaConf
+
+    choice = str(OmegaConf.select(cfg, "training.device", default="auto"))
+    if choice == "auto":
+        choice = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(choice)
+
+
 def train(cfg: Any) -> dict[str, float | int]:
     """Train and return ``val_loss`` (best epoch), ``train_time_s``, ``best_epoch``, ``epochs_run``."""
     t0 = time.perf_counter()
     torch.manual_seed(int(cfg.seed))
-    x_tr, y_tr, x_val, y_val = _data(cfg)
+    device = _device(cfg)
+    x_tr, y_tr, x_val, y_val = (a.to(device) for a in _data(cfg))
     m, o, t = cfg.model, cfg.optimizer, cfg.training
-    model = LSTMRegressor(int(m.hidden_size), int(m.num_layers), float(m.dropout))
+    model = LSTMRegressor(int(m.hidden_size), int(m.num_layers), float(m.dropout)).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=float(o.lr), weight_decay=float(o.weight_decay))
     sched = _scheduler(opt, cfg, int(t.epochs))
     gen = torch.Generator().manual_seed(int(cfg.seed))
     state = {"epoch": 0, "best": float("inf"), "best_epoch": -1, "bad": 0, "time_s": 0.0}
     saved = sweeper.load_checkpoint()
     if saved is not None:
-        model.load_state_dict(saved["model"])
+        model.load_state_dict(saved["model"])  # copied onto the model's device
         opt.load_state_dict(saved["optimizer"])
         if sched is not None:
             sched.load_state_dict(saved["scheduler"])
