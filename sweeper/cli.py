@@ -9,33 +9,38 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from sweeper.errors import ConfigError, SweeperError
+from sweeper.errors import ConfigError, SweeperError, closest
 
-__all__ = ["main"]
+__all__ = ["COMMANDS", "main"]
+
+COMMANDS = ("run", "plan", "merge", "status", "resume", "cancel", "report", "next", "rerun")
 
 USAGE = """\
 sweeper [run] [HYDRA_OVERRIDES...]   run one training, or a sweep with +search=NAME or key=a,b
 sweeper plan  [HYDRA_OVERRIDES...]   dry run: write trials.parquet and show it, run nothing
-sweeper merge  DIR                   one table of results: DIR/results.parquet, DIR/curves.parquet
+sweeper merge  DIR [--out OUTDIR]    one table of results: DIR/results.parquet, DIR/curves.parquet
 sweeper status DIR [--watch]         trials per state (result files, squeue, sacct)
 sweeper resume DIR [--retry-failed]  run what has no completed result and is not queued
 sweeper cancel DIR                   stop the sweep's running trials (local and SLURM)
-sweeper report DIR                   plots, top trials, the best config, what to search next
+sweeper report DIR [--out OUTDIR]    plots, top trials, the best config, what to search next
 sweeper next   DIR                   a search YAML narrowed around the best trial
+sweeper rerun  DIR ID [--rtol R]     run trial ID again from its frozen config, compare metrics
 
 Examples:
   python -m sweeper +search=coarse                # the coarse grid, local or SLURM (cluster=auto)
   python -m sweeper +search=random cluster=local scenario=tiny
   python -m sweeper 'optimizer.lr=tag(log,interval(1e-4,1e-2))' +search=random
   sweeper merge multirun/2026-11-23/10-00-00
+  sweeper rerun multirun/2026-11-23/10-00-00 7    # does trial 7 reproduce?
 
 Run `sweeper COMMAND --help` for a command's options; `sweeper run --hydra-help` for Hydra's.
-Exit codes: 0 ok, 1 some trials failed, 2 bad input, 130 interrupted."""
+Exit codes: 0 ok, 1 some trials failed (rerun: the metrics differ), 2 bad input, 130 interrupted."""
 
 RUN_HELP = """\
 usage: sweeper {cmd} [HYDRA_OVERRIDES...] [HYDRA_FLAGS...]
@@ -85,19 +90,18 @@ def _sweep_dir_flag(args: list[str]) -> list[str]:
     return out
 
 
-def _hydra(args: Sequence[str], plan: bool) -> int:
+def _hydra_argv(args: list[str], plan: bool) -> list[str]:
+    """sys.argv for Hydra: the flags, then the overrides together (as its parser wants them),
+    with --multirun for a plan or a sweep override, and the dry run for a plan."""
     from hydra._internal.utils import get_args_parser
 
-    from sweeper import hydra_sweeper, single
-    from sweeper.hydra_compat import translate
     from sweeper.overrides import parse_overrides
 
-    args = _sweep_dir_flag(list(args))
     parsed = get_args_parser().parse_args(args)
     sweeping = any(o.is_sweep_override() and not o.is_hydra_override()
                    for o in parse_overrides(parsed.overrides))
     flags = list(args)
-    for o in parsed.overrides:  # Hydra's parser wants the overrides together, after the flags
+    for o in parsed.overrides:
         flags.remove(o)
     overrides = list(parsed.overrides)
     if plan:
@@ -105,10 +109,17 @@ def _hydra(args: Sequence[str], plan: bool) -> int:
         overrides.append("hydra.sweeper.dry_run=true")
     elif sweeping and not parsed.multirun:
         flags.append("--multirun")
+    return ["sweeper", *flags, *overrides]
+
+
+def _hydra(args: Sequence[str], plan: bool) -> int:
     import hydra
 
+    from sweeper import hydra_sweeper, single
+    from sweeper.hydra_compat import translate
+
+    sys.argv = _hydra_argv(_sweep_dir_flag(list(args)), plan)
     os.environ["HYDRA_FULL_ERROR"] = "1"  # let errors reach us, to print one clean line
-    sys.argv = ["sweeper", *flags, *overrides]
     hydra_sweeper.last_result = None
     single.last_exit = None
     try:
@@ -150,7 +161,30 @@ def _parser() -> argparse.ArgumentParser:
                  "what to search next, in one self-contained index.html.", commands.add_report, sub)
     _dir_command("next", "Write a conf/search-style YAML for a finer search around the best "
                  "trial (past the edge where the best sits at one).", commands.add_next, sub)
+    _dir_command("rerun", "Run one trial again from its frozen config, in this process, into a "
+                 "scratch dir, and compare its metrics with the trial's row: exit 0 when "
+                 "reproduced, 1 when they differ.", commands.add_rerun, sub)
     return parser
+
+
+def _check_command(word: str) -> None:
+    """A misspelt command (``statsu``) is named as one, not sent to Hydra as a malformed
+    override: a bare word (no ``=``, no ``+``/``~``/``-`` prefix) is never an override."""
+    hint = closest(word, COMMANDS)
+    if hint and re.fullmatch(r"[A-Za-z][A-Za-z_-]*", word):
+        raise ConfigError(f"unknown command {word!r}{hint} commands: {', '.join(COMMANDS)}")
+
+
+def _run_or_plan(command: str, rest: list[str]) -> int:
+    if rest[:1] in (["-h"], ["--help"]):
+        what = ("Plan the sweep into its sweep dir and show the first trials; nothing runs."
+                if command == "plan" else
+                "Run one training, or a sweep when a search space or sweep override is given.")
+        print(RUN_HELP.format(cmd=command, what=what))
+        return 0
+    rest = ["--help" if a == "--hydra-help" else "hydra.sweeper.wait=true" if a == "--wait"
+            else a for a in rest]
+    return _hydra(rest, plan=command == "plan")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -160,19 +194,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if command in ("-h", "--help"):
             print("usage:\n" + USAGE)
             return 0
-        if command not in ("run", "plan", "merge", "status", "resume", "cancel", "report", "next"):
+        if command not in COMMANDS:
+            _check_command(command)
             argv, command = ["run", *argv], "run"
         if command in ("run", "plan"):
-            rest = argv[1:]
-            if rest[:1] in (["-h"], ["--help"]):
-                what = ("Plan the sweep into its sweep dir and show the first trials; nothing runs."
-                        if command == "plan" else
-                        "Run one training, or a sweep when a search space or sweep override is given.")
-                print(RUN_HELP.format(cmd=command, what=what))
-                return 0
-            rest = ["--help" if a == "--hydra-help" else "hydra.sweeper.wait=true" if a == "--wait"
-                    else a for a in rest]
-            return _hydra(rest, plan=command == "plan")
+            return _run_or_plan(command, argv[1:])
         args = _parser().parse_args(argv)
         return int(args.func(args))
     except SweeperError as ex:

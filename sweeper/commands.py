@@ -1,10 +1,12 @@
-"""The commands that work from a sweep dir alone: merge, status, resume, cancel."""
+"""The commands that work from a sweep dir alone: merge, status, resume, cancel, report,
+next and rerun."""
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
 import shlex
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -12,11 +14,11 @@ from typing import Any
 from rich.table import Table
 
 from sweeper.console import err, fmt, out, shell_path
-from sweeper.errors import ConfigError
+from sweeper.errors import ConfigError, closest
 from sweeper.paths import SweepPaths
 
-__all__ = ["add_cancel", "add_merge", "add_next", "add_report", "add_resume", "add_status"]
-
+__all__ = ["add_cancel", "add_merge", "add_next", "add_report", "add_rerun", "add_resume",
+           "add_status", "check_metric"]
 
 
 def _paths(args: argparse.Namespace) -> SweepPaths:
@@ -30,10 +32,58 @@ def _paths(args: argparse.Namespace) -> SweepPaths:
 
 
 def _merge(args: argparse.Namespace) -> int:
-    from sweeper.sweep import merge_and_show
+    from sweeper.merge import merge
+    from sweeper.record import SweepRecord
+    from sweeper.sweep import print_top
 
-    merge_and_show(_paths(args), args.metric, args.direction, args.top)
+    paths = _paths(args)
+    record = SweepRecord.load(paths)
+    # A dir that cannot be written (a colleague's) still gives the table: merge says why.
+    result = merge(paths, out=args.out)
+    metric = args.metric or record.search.metric
+    check_metric(result.results, metric, record.param_keys)
+    _say_merged(result, args.out)
+    print_top(result.results, metric, args.direction or record.search.direction,
+              record.param_keys, args.top)
     return 0
+
+
+def _say_merged(result: Any, out_dir: Path | None) -> None:
+    for path, why in result.skipped:
+        err.print(f"[sweeper] skipped {path}: {why}")
+    rows = result.results
+    counts = rows.group_by("status").aggregate([("trial_id", "count")]).to_pylist()
+    summary = ", ".join(f"{c['trial_id_count']} {c['status']}" for c in counts)
+    summary = f"{rows.num_rows} trials ({summary})"
+    if result.written:
+        out.print(f"[sweeper] {summary} -> {result.results_path}; "
+                  f"{result.curves.num_rows} curve points -> {result.curves_path}")
+    elif out_dir is not None:
+        raise ConfigError(f"--out {out_dir} cannot be written ({result.write_error}); pass a "
+                          "dir you can write")
+    else:
+        err.print(f"[sweeper] {summary}, merged but not written: {result.write_error}; "
+                  "write them elsewhere with --out DIR")
+
+
+#: Numeric result columns that identify or place a row: never a metric to rank by.
+_NOT_METRICS = frozenset({"trial_id", "variant", "seed", "attempt", "slurm_array_task_id"})
+
+
+def check_metric(results: Any, metric: str, params: list[str]) -> None:
+    """Refuse a metric the results do not have (once some trial has completed), naming the
+    closest one and the options, as ``report`` does."""
+    import pyarrow.compute as pc
+    import pyarrow.types as pt
+
+    if metric in results.column_names:
+        return
+    if not pc.any(pc.equal(results.column("status"), "completed")).as_py():
+        return  # no trial has returned metrics yet: the empty table is the truth
+    names = [f.name for f in results.schema if f.name not in _NOT_METRICS
+             and f.name not in params and (pt.is_integer(f.type) or pt.is_floating(f.type))]
+    raise ConfigError(f"the results have no metric {metric!r}{closest(metric, names)}; "
+                      f"metrics: {', '.join(names) or 'none'}; pass one with --metric")
 
 
 def add_merge(p: argparse.ArgumentParser) -> None:
@@ -41,6 +91,9 @@ def add_merge(p: argparse.ArgumentParser) -> None:
     p.add_argument("--direction", choices=["minimize", "maximize"],
                    help="default: search.direction")
     p.add_argument("--top", type=int, default=5, help="how many best trials to print (5)")
+    p.add_argument("--out", type=Path, metavar="OUTDIR",
+                   help="write results.parquet and curves.parquet here, not into DIR (for a "
+                        "sweep dir you cannot write)")
     p.set_defaults(func=_merge)
 
 
@@ -57,9 +110,11 @@ def _state_table(paths: SweepPaths, state: Any) -> Table:
 
 
 def _status(args: argparse.Namespace) -> int:
+    from sweeper.record import SweepRecord
     from sweeper.status import SweepWatcher
 
     paths = _paths(args)
+    SweepRecord.load(paths)  # a damaged sweep.yaml is named as such, not shown as a state
     watcher = SweepWatcher(paths, grace_s=args.grace_s)
     while True:
         state = watcher.poll()
@@ -193,19 +248,52 @@ def _report_options(args: argparse.Namespace, paths: SweepPaths) -> Any:
         metric=args.metric, direction=args.direction)
 
 
+@dataclasses.dataclass(frozen=True)
+class _ReportPaths(SweepPaths):
+    """A sweep dir whose report goes to another dir (``report --out``)."""
+
+    report_out: Path = Path("report")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        object.__setattr__(self, "report_out", Path(self.report_out).absolute())
+
+    @property
+    def report_dir(self) -> Path:
+        return self.report_out
+
+
+def _unwritable(path: Path) -> str | None:
+    """Why ``path`` (a dir, made if missing) cannot be written, or None. Tried in its nearest
+    existing dir, creating nothing: the mode bits say little (root writes through them; a
+    read-only file system or an ACL refuses in other ways)."""
+    probe = path
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir():
+        return f"{path} cannot be made ({probe} is not a directory)"
+    try:
+        with tempfile.TemporaryFile(dir=probe, prefix=".write-test-"):
+            pass
+    except OSError as ex:
+        return f"{path} is not writable ({ex.strerror or ex})"
+    return None
+
+
 def _report(args: argparse.Namespace) -> int:
     from sweeper.analysis import build_report, run_command
 
     paths = _paths(args)
-    report = build_report(paths, _report_options(args, paths))
-    data = report.data
-    table = Table(title=f"best {min(5, len(report.top))} of {len(data.done)} completed trials "
-                        f"({len(data.results)} in all)")
-    for name in report.top.columns:
-        table.add_column(str(name))
-    for row in report.top.head(5).itertuples(index=False):
-        table.add_row(*(fmt(v) for v in row))
-    out.print(table)
+    options = _report_options(args, paths)
+    if args.out is not None:
+        paths = _ReportPaths(paths.root, args.out)
+    why = _unwritable(paths.report_dir)
+    if why and args.out is not None:
+        raise ConfigError(f"--out {args.out}: {why}; pass a dir you can write")
+    if why:
+        return _report_unwritten(paths, options, why)
+    report = build_report(paths, options)
+    _print_best(report.top, len(report.data.done), len(report.data.results))
     if report.importance:
         out.print("importance: " + ", ".join(f"{k} {v:.2f}" for k, v in report.importance.items()))
     for note in report.notes:
@@ -213,6 +301,29 @@ def _report(args: argparse.Namespace) -> int:
     out.print(f"[sweeper] report: {paths.report_index} ({len(report.files)} files)")
     if report.best is not None:
         out.print(f"[sweeper] train from the best config: {run_command(paths.report_dir)}")
+    return 0
+
+
+def _print_best(top: Any, n_done: int, n_all: int) -> None:
+    table = Table(title=f"best {min(5, len(top))} of {n_done} completed trials ({n_all} in all)")
+    for name in top.columns:
+        table.add_column(str(name))
+    for row in top.head(5).itertuples(index=False):
+        table.add_row(*(fmt(v) for v in row))
+    out.print(table)
+
+
+def _report_unwritten(paths: SweepPaths, options: Any, why: str) -> int:
+    """A sweep dir that cannot be written (a colleague's): the best trials, and nothing written."""
+    from sweeper.analysis import ranked
+    from sweeper.analysis.data import load
+
+    data = load(paths, options.metric, options.direction)
+    order = ranked(data, options)
+    columns = ["trial_id", data.metric, *(["score"] if options.select else []), *data.params]
+    _print_best(order[[c for c in dict.fromkeys(columns) if c in order]], len(data.done),
+                len(data.results))
+    err.print(f"[sweeper] report not written: {why}; write it elsewhere with --out DIR")
     return 0
 
 
@@ -225,6 +336,9 @@ def add_report(p: argparse.ArgumentParser) -> None:
     p.add_argument("--top-k", type=int, help="how many trials in top_k and the curves (10)")
     p.add_argument("--metric", help="rank by this metric (default: search.metric)")
     p.add_argument("--direction", choices=["minimize", "maximize"])
+    p.add_argument("--out", type=Path, metavar="OUTDIR",
+                   help="write the report here, not into DIR/report/ (for a sweep dir you "
+                        "cannot write)")
     p.set_defaults(func=_report)
 
 
@@ -247,8 +361,7 @@ def _next(args: argparse.Namespace) -> int:
             "search": next_search(data, best, args.method)}
     header = (f"# @package _global_\n# Narrowed around trial {best['trial_id']} of {paths.root} "
               f"({data.metric}={best[data.metric]:.6g}) by `sweeper next`.\n")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text(header + yaml.safe_dump(body, sort_keys=False))
+    _write_search(target, header + yaml.safe_dump(body, sort_keys=False))
     # Keep what the sweep fixed (scenario=..., cluster=...), not its old search settings.
     fixed = [o for o in data.sweep.fixed_overrides
              if not o.lstrip("+~").startswith(("search", "hydra"))]
@@ -262,8 +375,34 @@ def _next(args: argparse.Namespace) -> int:
     return 0
 
 
+def _write_search(target: Path, text: str) -> None:
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(text)
+    except OSError as ex:  # a colleague's sweep dir
+        raise ConfigError(f"cannot write {target} ({ex.strerror or ex}); pass --out PATH "
+                          "somewhere you can write") from None
+
+
 def add_next(p: argparse.ArgumentParser) -> None:
     p.add_argument("--method", choices=["grid", "random"], default="grid",
                    help="the next search's method (grid: 3 values per range)")
     p.add_argument("--out", type=Path, help="where to write it (default: DIR/report/search/next.yaml)")
     p.set_defaults(func=_next)
+
+
+def _rerun(args: argparse.Namespace) -> int:
+    from sweeper.rerun import rerun
+
+    return rerun(_paths(args).root, args.trial_id, args.out, args.rtol, args.threads)
+
+
+def add_rerun(p: argparse.ArgumentParser) -> None:
+    p.add_argument("trial_id", type=int, metavar="ID", help="the trial to run again")
+    p.add_argument("--out", type=Path, metavar="OUTDIR",
+                   help="the scratch dir (default: DIR/rerun/trial-NNNNNN-<time>-<random>/)")
+    p.add_argument("--rtol", type=float, default=1e-6,
+                   help="relative tolerance for a metric to count as reproduced (1e-6)")
+    p.add_argument("--threads", type=int,
+                   help="CPU threads for the task (default: what the sweep's trials had)")
+    p.set_defaults(func=_rerun)

@@ -12,12 +12,13 @@ import importlib
 import importlib.util
 import sys
 from collections.abc import Callable
+from importlib.machinery import PathFinder
 from pathlib import Path
 from typing import Any
 
 from sweeper.errors import TaskImportError, closest
 
-__all__ = ["check", "load", "module_of", "ref_for"]
+__all__ = ["check", "load", "module_of", "module_source", "ref_for"]
 
 
 def _split(ref: str) -> tuple[str, str]:
@@ -72,6 +73,31 @@ def _source_names(source: str) -> set[str]:
     return names
 
 
+def module_source(mod: str) -> str | None:
+    """The source of module ``mod`` (None for a compiled one), found without running any
+    package's ``__init__``: ``find_spec("pkg.mod")`` imports ``pkg`` first, and a user's
+    package often imports torch there. The top-level name is looked up as ``import`` would
+    (every finder, nothing executed); each further part is looked for on its parent's
+    ``submodule_search_locations`` by the path finder alone. A name that walk cannot find
+    (a package that extends its ``__path__`` at import) falls back to the real lookup.
+
+    >>> "def closest" in module_source("sweeper.errors")
+    True
+    """
+    parts = mod.split(".")
+    spec = importlib.util.find_spec(parts[0])
+    for i in range(1, len(parts)):
+        locations = spec.submodule_search_locations if spec is not None else None
+        spec = PathFinder.find_spec(".".join(parts[:i + 1]), locations) if locations else None
+        if spec is None:
+            spec = importlib.util.find_spec(mod)
+            break
+    if spec is None:
+        raise ModuleNotFoundError(f"no module named {mod!r}")
+    origin = spec.origin
+    return Path(origin).read_text() if origin and origin.endswith(".py") else None
+
+
 def check(ref: str) -> None:
     """Raise TaskImportError unless ``ref`` names a top-level callable, without importing it."""
     if not isinstance(ref, str) or not ref.strip():
@@ -88,13 +114,11 @@ def check(ref: str) -> None:
         if str(Path.cwd()) not in sys.path and "" not in sys.path:
             sys.path.insert(0, str(Path.cwd()))
         try:
-            spec = importlib.util.find_spec(mod)
-        except (ImportError, ValueError) as ex:
-            raise _bad(ref, str(ex)) from None
-        if spec is None:
-            raise _bad(ref, f"no module named {mod!r}")
-        origin = spec.origin
-        source = Path(origin).read_text() if origin and origin.endswith(".py") else None
+            source = module_source(mod)
+        except ModuleNotFoundError:
+            raise _bad(ref, f"no module named {mod!r}") from None
+        except Exception as ex:  # the fallback ran a package's __init__, which failed
+            raise _bad(ref, f"{type(ex).__name__}: {ex}") from None
     if source is None:
         return
     try:
