@@ -281,7 +281,7 @@ def _unwritable(path: Path) -> str | None:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from sweeper.analysis import build_report, run_command
+    from sweeper.analysis import build_report
 
     paths = _paths(args)
     options = _report_options(args, paths)
@@ -300,7 +300,7 @@ def _report(args: argparse.Namespace) -> int:
         out.print(f"next: {note}")
     out.print(f"[sweeper] report: {paths.report_index} ({len(report.files)} files)")
     if report.best is not None:
-        out.print(f"[sweeper] train from the best config: {run_command(paths.report_dir)}")
+        out.print(f"[sweeper] train from the best config: {report.train_command}")
     return 0
 
 
@@ -369,8 +369,11 @@ def _next(args: argparse.Namespace) -> int:
     if target.parent.name != "search":
         out.print("[sweeper] copy it into your conf/search/ to use it as +search=NAME")
         return 0
-    command = ["python", "-m", "sweeper", "--config-dir", str(target.parent.parent),
-               f"+search={target.stem}", *fixed]
+    from sweeper.analysis import app_task, launcher
+
+    before, after = launcher(app_task(data, best))
+    command = [*before, "--config-dir", str(target.parent.parent), f"+search={target.stem}",
+               *fixed, *after]
     out.print(f"[sweeper] run it: {' '.join(shlex.quote(c) for c in command)}")
     return 0
 

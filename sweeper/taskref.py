@@ -135,6 +135,8 @@ def load(ref: str) -> Callable[..., Any]:
     mod, attr = _split(ref)
     if mod.startswith("file:"):
         path = Path(mod[len("file:"):])
+        if str(path.parent) not in sys.path:
+            sys.path.insert(0, str(path.parent))  # as `python app.py` does: its siblings import
         spec = importlib.util.spec_from_file_location("__sweeper_task__", path)
         if spec is None or spec.loader is None:
             raise _bad(ref, f"{path} is not a Python file")

@@ -148,9 +148,6 @@ def test_the_app_runs_on_slurm(app: Path, tmp_path: Path) -> None:
 
 @pytest.mark.slurm
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="sweeper.taskref.load does not put a script's own dir on "
-                   "sys.path, so on a SLURM node the app's sibling import fails when it was "
-                   "started from another dir")
 def test_the_app_runs_on_slurm_when_started_from_another_dir(app: Path, tmp_path: Path) -> None:
     _slurm_up()
     sweep_dir = tmp_path / "elsewhere"
