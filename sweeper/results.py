@@ -60,9 +60,20 @@ def _slurm_ids() -> tuple[str | None, int | None]:
     return job, int(task) if task is not None else None
 
 
+def _own(column: pa.ChunkedArray) -> pa.Array:
+    """The row's own values: a dictionary-encoded column (the trial table's ``overrides``)
+    would otherwise carry the whole table's dictionary into every one-row file."""
+    t = column.type
+    if pa.types.is_list(t) and pa.types.is_dictionary(t.value_type):
+        return column.cast(pa.list_(t.value_type.value_type)).combine_chunks()
+    if pa.types.is_dictionary(t):
+        return column.cast(t.value_type).combine_chunks()
+    return column.combine_chunks()
+
+
 def row_table(trial: pa.Table, outcome: TrialOutcome) -> pa.Table:
     """The trial's row from trials.parquet, followed by the outcome's columns."""
-    cols: dict[str, pa.Array] = {name: trial.column(name).combine_chunks() for name in trial.column_names}
+    cols: dict[str, pa.Array] = {name: _own(trial.column(name)) for name in trial.column_names}
     cols["status"] = pa.array([outcome.status.value])
     for name, value in outcome.metrics.items():
         cols[name] = _metric_array(value)

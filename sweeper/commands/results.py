@@ -15,6 +15,7 @@ from sweeper.commands._common import sweep_paths as _paths
 from sweeper.console import err, fmt, out
 from sweeper.errors import ConfigError, closest
 from sweeper.paths import SweepPaths
+from sweeper.state import TrialState
 
 __all__ = ["add_merge", "add_next", "add_report", "add_rerun", "check_metric"]
 
@@ -66,7 +67,7 @@ def check_metric(results: Any, metric: str, params: list[str]) -> None:
 
     if metric in results.column_names:
         return
-    if not pc.any(pc.equal(results.column("status"), "completed")).as_py():
+    if not pc.any(pc.equal(results.column("status"), TrialState.COMPLETED.value)).as_py():
         return  # no trial has returned metrics yet: the empty table is the truth
     names = [f.name for f in results.schema if f.name not in _NOT_METRICS
              and f.name not in params and (pt.is_integer(f.type) or pt.is_floating(f.type))]
