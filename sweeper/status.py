@@ -11,6 +11,7 @@ between polls (when an element left the queue, what sacct said of it), so ``--wa
 
 from __future__ import annotations
 
+import math
 import time
 from collections import Counter
 from collections.abc import Mapping
@@ -19,13 +20,17 @@ from dataclasses import dataclass, field
 import pyarrow as pa
 
 from sweeper.attempts import AttemptMarker, read_markers
-from sweeper.executors.slurm.queue import Queued
+from sweeper.executors.slurm.queue import Queued, epoch_s
+from sweeper.executors.slurm.records import Assignment
 from sweeper.paths import SweepPaths
 from sweeper.state import TrialState
 
 __all__ = ["RowFacts", "SweepState", "SweepWatcher", "classify"]
 
 _SKEW_S = 2.0  # clocks of nodes and login node may differ a little
+# Rows of a trial stopped from outside (scancel, the time limit, preemption): its task then
+# ends or is requeued, so such a row is final only once the element has left the queue.
+_STOPPED = frozenset({TrialState.CANCELLED, TrialState.TIMEOUT, TrialState.REQUEUED})
 
 
 @dataclass(frozen=True)
@@ -50,19 +55,18 @@ class Facts:
     queued: Queued | None = None
     acct_state: str = ""  # sacct State of the element, once it left the queue
     array_in_acct: bool = False  # sacct knows the element's array
-    left_at: float | None = None  # when the element left the queue (sacct End, or first seen)
+    left_at: float | None = None  # when it left the queue: sacct End, or the poll that saw it go
     driver_alive: bool | None = False  # the local driver: alive, dead, or unknown (other host)
 
 
 def _current_row(f: Facts) -> RowFacts | None:
     """The row, when the latest attempt (and the latest launch) wrote it."""
     row = f.row
-    if row is None:
+    if row is None or (f.marker is not None and f.marker.attempt > row.attempt):
         return None
-    if f.marker is not None and f.marker.attempt > row.attempt:
-        return None
-    if f.submitted_at is not None and row.finished_at < f.submitted_at - _SKEW_S:
-        return None  # written before the trial was submitted again
+    if f.element is not None and row.element != f.element and f.submitted_at is not None \
+            and row.finished_at < f.submitted_at:
+        return None  # an earlier launch's row: the trial was submitted again since
     return row
 
 
@@ -89,15 +93,16 @@ def classify(f: Facts, now: float, grace_s: float) -> TrialState:
 def _in_queue(f: Facts, current: RowFacts | None, flight: AttemptMarker | None) -> TrialState:
     q = f.queued
     assert q is not None
-    if not q.running:
-        return TrialState.REQUEUED if current and current.state is TrialState.REQUEUED \
-            else TrialState.PENDING
     run_start = (q.started_at or 0.0) - _SKEW_S
-    if flight and flight.element == f.element and flight.started_at >= run_start:
+    if q.running and flight and flight.element == f.element and flight.started_at >= run_start:
         return TrialState.RUNNING
-    if current and current.element == f.element and current.finished_at >= run_start:
+    if q.running and current and current.element == f.element \
+            and current.finished_at >= run_start and current.state not in _STOPPED:
         return current.state  # finished earlier in this run of its task
-    return TrialState.PENDING  # waits its turn in the task, or the task is starting
+    # Waiting its turn or starting; or stopped from outside in this run, so its task is
+    # being requeued (or leaves the queue): not final while the element is still queued.
+    return TrialState.REQUEUED if current and current.state is TrialState.REQUEUED \
+        else TrialState.PENDING
 
 
 def _local_flight(f: Facts, flight: AttemptMarker) -> TrialState:
@@ -113,13 +118,16 @@ def _local_flight(f: Facts, flight: AttemptMarker) -> TrialState:
 
 def _left_queue(f: Facts, now: float, grace_s: float) -> TrialState:
     acct = f.acct_state.split(" ")[0]
+    started_here = f.marker is not None and f.marker.element == f.element
     if acct.startswith("CANCELLED"):
         return TrialState.CANCELLED
-    if not acct and f.array_in_acct and f.marker is None:
+    if not acct and f.array_in_acct and not started_here:
         return TrialState.CANCELLED  # accounting has its array but not it: cancelled unstarted
     if acct == "TIMEOUT":
         return TrialState.TIMEOUT
-    since = f.left_at if f.left_at is not None else f.submitted_at or 0.0
+    since = f.left_at
+    if since is None:  # unseen leaving, and no sacct End: its last sign of life
+        since = max(f.submitted_at or 0.0, f.marker.started_at if started_here and f.marker else 0.0)
     if now - since < grace_s:
         return TrialState.PENDING  # just left the queue: its row may still be on its way
     return TrialState.LOST
@@ -145,112 +153,114 @@ class SweepState:
         return sorted(t for t, s in self.states.items() if s is TrialState.RUNNING)
 
 
-@dataclass
-class _Assignment:
-    element: str
-    submitted_at: float
-
-
 class SweepWatcher:
-    """Polls a sweep dir; remembers between polls what left the queue and what sacct said."""
+    """Polls a sweep dir; remembers between polls what left the queue and what sacct said.
+
+    sacct is asked only of elements that left the queue without a current row, in one call
+    per poll; an element it has told the end of is never asked again, and one it could not
+    tell about yet (accounting lags a few seconds, or is down) again after ``acct_retry_s``,
+    twice that, and so on up to every ``acct_interval_s``.
+    """
+
+    acct_retry_s = 1.0
+    acct_interval_s = 15.0
 
     def __init__(self, paths: SweepPaths, grace_s: float = 30.0, use_sacct: bool = True) -> None:
         self.paths = paths
         self.grace_s = grace_s
         self.use_sacct = use_sacct
+        self._seen_queued: set[str] = set()
         self._left_at: dict[str, float] = {}
         self._acct: dict[str, dict[str, str]] = {}
+        self._asked: dict[str, tuple[float, int]] = {}  # element -> last asked, times asked
+        self._told_end: set[str] = set()  # elements whose end sacct has told
         self._arrays_in_acct: set[str] = set()
+        self._acct_ok: bool | None = None
         self.sacct_calls = 0
 
     def poll(self) -> SweepState:
         from sweeper.driver import read_driver
         from sweeper.executors.slurm.queue import queue_states
+        from sweeper.executors.slurm.records import assignments
         from sweeper.trials import trial_ids
 
         now = time.time()
-        assigned, job_ids = _assignments(self.paths)
+        assigned, job_ids = assignments(self.paths)
         queue = queue_states(job_ids) if job_ids else {}
-        result = SweepState({}, queue_ok=queue is not None)
         rows = read_row_facts(self.paths)
         markers = read_markers(self.paths)
         driver = read_driver(self.paths)
         driver_alive = driver.alive() if driver else False
-        gone = self._note_gone(assigned, queue or {}, rows, markers, now)
-        result.accounting_ok = self._ask_sacct(gone)
+        if queue is not None:  # an unreadable queue says nothing about what left it
+            self._ask_sacct(self._note_gone(assigned, queue, rows, markers, now), now)
+        result = SweepState({}, queue_ok=queue is not None, accounting_ok=self._acct_ok)
         for tid in trial_ids(self.paths):
             a = assigned.get(tid)
-            element = a.element if a else None
-            acct = self._acct.get(element or "", {})
-            facts = Facts(rows.get(tid), markers.get(tid), element,
-                          a.submitted_at if a else None, queue is not None,
-                          (queue or {}).get(element or ""), acct.get("State", ""),
-                          element is not None and element.split("_")[0] in self._arrays_in_acct,
-                          self._left_at.get(element or ""), driver_alive)
+            facts = self._facts(a, rows.get(tid), markers.get(tid), queue, driver_alive)
             result.states[tid] = classify(facts, now, self.grace_s)
-            if acct.get("State") and not result.states[tid].is_settled():
-                result.details[tid] = f"{element}: {acct['State']}"
+            if facts.acct_state and not result.states[tid].is_settled():
+                result.details[tid] = f"{facts.element}: {facts.acct_state}"
         return result
 
-    def _note_gone(self, assigned: Mapping[int, _Assignment], queue: Mapping[str, Queued],
+    def _facts(self, a: Assignment | None, row: RowFacts | None, marker: AttemptMarker | None,
+               queue: Mapping[str, Queued] | None, driver_alive: bool | None) -> Facts:
+        if a is None:
+            return Facts(row, marker, driver_alive=driver_alive)
+        return Facts(row, marker, a.element, a.submitted_at, queue is not None,
+                     (queue or {}).get(a.element), self._acct.get(a.element, {}).get("State", ""),
+                     a.element.split("_")[0] in self._arrays_in_acct,
+                     self._left_at.get(a.element), driver_alive)
+
+    def _note_gone(self, assigned: Mapping[int, Assignment], queue: Mapping[str, Queued],
                    rows: Mapping[int, RowFacts], markers: Mapping[int, AttemptMarker],
                    now: float) -> list[str]:
-        """Elements out of the queue whose trials have no current row: ask sacct of these."""
-        gone = []
+        """Elements out of the queue whose trials have no current row, due to be asked of."""
+        due = set()
         for tid, a in assigned.items():
-            if a.element in queue:
-                self._left_at.pop(a.element, None)
-                self._acct.pop(a.element, None)
+            e = a.element
+            if e in queue:  # (again, when requeued): what was learnt of an earlier run is void
+                self._seen_queued.add(e)
+                for memo in (self._left_at, self._acct, self._asked):
+                    memo.pop(e, None)
+                self._told_end.discard(e)
                 continue
             row = rows.get(tid)
-            f = Facts(row, markers.get(tid), a.element, a.submitted_at)
-            if row is not None and (row.state.is_settled() or _current_row(f) is not None):
+            if row is not None and (row.state.is_settled() or _current_row(
+                    Facts(row, markers.get(tid), e, a.submitted_at)) is not None):
                 continue
-            self._left_at.setdefault(a.element, now)
-            if a.element not in self._acct:
-                gone.append(a.element)
-        return sorted(set(gone))
+            if e in self._seen_queued:
+                self._left_at.setdefault(e, now)  # seen leaving: until sacct tells its End
+            if e not in self._told_end and self._due(e, now):
+                due.add(e)
+        return sorted(due)
 
-    def _ask_sacct(self, elements: list[str]) -> bool | None:
+    def _due(self, element: str, now: float) -> bool:
+        last, times = self._asked.get(element, (-math.inf, 0))
+        return now - last >= min(self.acct_interval_s, self.acct_retry_s * 2 ** max(0, times - 1))
+
+    def _ask_sacct(self, elements: list[str], now: float) -> None:
         from sweeper.executors.slurm.queue import accounting_states
 
         if not elements or not self.use_sacct:
-            return None
+            return
         self.sacct_calls += 1
+        self._asked.update({e: (now, self._asked.get(e, (now, 0))[1] + 1) for e in elements})
         acct = accounting_states(sorted({e.split("_")[0] for e in elements}))
+        self._acct_ok = acct is not None
         if acct is None:
-            return False
+            return
         self._arrays_in_acct |= {k.split("_")[0] for k in acct}
         for element in elements:
             info = acct.get(element)
-            if info is None:
+            if info is None:  # final once its array is known: cancelled before it started
+                if element.split("_")[0] in self._arrays_in_acct:
+                    self._told_end.add(element)
                 continue
             self._acct[element] = info
-            end = _sacct_time(info.get("End", ""))
+            end = epoch_s(info.get("End", ""))
             if end is not None:
                 self._left_at[element] = end  # the grace counts from when it really ended
-        return True
-
-
-def _sacct_time(text: str) -> float | None:
-    try:
-        return time.mktime(time.strptime(text.strip(), "%Y-%m-%dT%H:%M:%S"))
-    except ValueError:
-        return None
-
-
-def _assignments(paths: SweepPaths) -> tuple[dict[int, _Assignment], list[str]]:
-    """trial_id -> the array element of its latest launch; and every array's job id."""
-    from sweeper.executors.slurm.records import read_launches
-
-    assigned: dict[int, _Assignment] = {}
-    job_ids: list[str] = []
-    for launch in read_launches(paths):
-        job_ids.extend(arr.job_id for arr in launch.arrays)
-        for job, task, ids in launch.tasks():
-            for tid in ids:
-                assigned[tid] = _Assignment(f"{job}_{task}", launch.created_at)
-    return assigned, job_ids
+                self._told_end.add(element)
 
 
 def read_row_facts(paths: SweepPaths) -> dict[int, RowFacts]:
@@ -275,10 +285,9 @@ _STATE_COLUMNS = ("trial_id", "status", "attempt", "slurm_job_id", "slurm_array_
 
 def _state_rows(paths: SweepPaths) -> pa.Table:
     """The state columns of every result row, reusing merge's incremental state."""
-    try:
-        from sweeper.merge import current_rows
-    except ImportError:
-        current_rows = None
+    from sweeper import merge
+
+    current_rows = getattr(merge, "current_rows", None)  # newer than the rest of merge
     if current_rows is not None:
         return current_rows(paths, columns=_STATE_COLUMNS)
     import pyarrow.parquet as pq

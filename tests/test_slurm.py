@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+from datetime import datetime
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -90,8 +91,6 @@ def sacct(ids: list[str], expect: int = 1, duplicates: bool = False) -> list[dic
 
 
 def max_concurrent(rows: list[dict[str, str]]) -> int:
-    from datetime import datetime
-
     events = []
     for row in rows:
         if row["Start"] in ("Unknown", "None", ""):
@@ -109,6 +108,43 @@ def ran(markers: Path) -> list[int]:
     return sorted(int(p.name.split("-")[1]) for p in markers.glob("ran-*"))
 
 
+def start_cli(*args: str) -> subprocess.Popen[str]:
+    """``python -m sweeper ARGS`` in the background (run_cli's environment)."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), str(ROOT)])}
+    env.pop("SLURM_JOB_ID", None)
+    return subprocess.Popen([sys.executable, "-m", "sweeper", *args], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def stop(proc: subprocess.Popen[str], sweep_dir: Path) -> None:
+    """After a test: end its background command and its arrays, whatever happened."""
+    if proc.poll() is None:
+        proc.kill()
+        proc.communicate()
+    ids = job_ids(sweep_dir) if (sweep_dir / "launches").is_dir() else []
+    if ids:
+        subprocess.run(["scancel", *ids], capture_output=True)
+
+
+def until(predicate, timeout_s: float, what: str):
+    end = time.monotonic() + timeout_s
+    while time.monotonic() < end:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.3)
+    raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
+
+
+def fake_tools(bin_dir: Path, **scripts: str) -> Path:
+    """A dir of stand-ins for SLURM commands (name -> shell body), to put first on PATH."""
+    bin_dir.mkdir(exist_ok=True)
+    for name, body in scripts.items():
+        (bin_dir / name).write_text(f"#!/bin/sh\n{body}\n")
+        (bin_dir / name).chmod(0o755)
+    return bin_dir
+
+
 def test_coarse_grid_is_throttled_to_four(tmp_path: Path) -> None:
     sweep_dir = tmp_path / "coarse"
     r = run_cli("+search=coarse", "scenario=tiny", *SLURM, "cluster.array_parallelism=4",
@@ -119,7 +155,7 @@ def test_coarse_grid_is_throttled_to_four(tmp_path: Path) -> None:
     assert list(states.values()) == ["completed"] * 36, states
     rows = sacct(job_ids(sweep_dir), expect=36)
     assert len(rows) == 36 and {row["State"] for row in rows} == {"COMPLETED"}
-    assert 2 <= max_concurrent(rows) <= 4
+    assert max_concurrent(rows) == 4  # the first four start together; never a fifth
     assert len(list((sweep_dir / "logs").glob("slurm-*.log"))) == 36  # one per array task
     m = run_cli("merge", str(sweep_dir))
     assert m.returncode == 0 and "36 completed" in m.stdout
@@ -226,10 +262,22 @@ def test_kill_9_of_a_running_trial_is_lost_then_resumed(tmp_path: Path) -> None:
         time.sleep(0.2)
     os.kill(int(victims[0].name.split("-")[2]), signal.SIGKILL)
     states = wait_done(sweep_dir)
-    assert states[1] in ("lost", "failed") and states[0] == states[2] == "completed", states
+    # The task died with its trial: no row, only the attempt's marker, so the trial is lost
+    # (failed is a row the trial wrote; `resume` reruns lost trials without --retry-failed).
+    assert states == {0: "completed", 1: "lost", 2: "completed"}, states
+    assert 1 not in result_rows(sweep_dir) and (sweep_dir / "attempts" / "trial-000001.json").is_file()
     status = run_cli("status", str(sweep_dir), "--grace-s", "0")
-    assert "lost" in status.stdout or "failed" in status.stdout
+    assert re.search(r"lost\s*│\s*1\s*│", status.stdout) and not re.search(r"failed\s*│", status.stdout)
+    assert re.search(r"lost \(ended without a result\): 1 \(\d+_1: FAILED", status.stderr), status.stderr
     before = {i: (sweep_dir / f"results/trial-{i:06d}.parquet").stat().st_mtime_ns for i in (0, 2)}
+    # Within 30 s (resume's grace) of the task's end its row may still be on its way over a
+    # shared file system: resume waits for it rather than run the trial twice (D8) ...
+    job = job_ids(sweep_dir)[0]
+    ended = next(row["End"] for row in sacct([job], expect=3) if row["JobID"] == f"{job}_1")
+    r = run_cli("resume", str(sweep_dir))
+    assert r.returncode == 0 and "1 pending" in r.stderr and "nothing left to run" in r.stderr
+    # ... and runs it once the grace, counted from that end (not the submission), has passed.
+    time.sleep(max(0.0, datetime.fromisoformat(ended).timestamp() + 31 - time.time()))
     r = run_cli("resume", str(sweep_dir))
     assert r.returncode == 0 and "running 1 of 3 trials" in r.stderr, r.stderr
     assert list(wait_done(sweep_dir).values()) == ["completed"] * 3
@@ -266,7 +314,8 @@ def test_time_limit_signals_checkpoints_requeues_and_finishes(tmp_path: Path) ->
                    "cluster.max_retries=1"])
     assert list(wait_done(sweep_dir, timeout_s=400).values()) == ["timeout"]
     log = next((sweep_dir / "logs").glob("slurm-*.log")).read_text()
-    assert "SIGUSR2" in log and "requeueing" in log and "restarts of at most 1" in log
+    assert "SIGUSR2" in log and "requeueing" in log and "(restart 1 of at most 1)" in log
+    assert "not requeued: its 1 restarts used all of cluster.max_retries=1" in log
     runs = sacct(job_ids(sweep_dir), expect=2, duplicates=True)
     assert runs[0]["State"] == "REQUEUED"
     assert result_rows(sweep_dir)[0]["status"] == "requeued"  # checkpointed, no retries left
@@ -353,14 +402,33 @@ def test_wait_blocks_until_done_and_merges(tmp_path: Path) -> None:
     assert "finished: 3 completed" in r.stderr and (sweep_dir / "results.parquet").is_file()
 
 
-def test_cancel_stops_the_arrays(tmp_path: Path) -> None:
+def test_cancel_stops_the_arrays_and_says_when_scancel_fails(tmp_path: Path) -> None:
+    """A failing scancel (first on PATH) or none at all: cancel says so, exits 1 and the
+    arrays run on; the real one cancels them. Then polls ask sacct once (D18)."""
+    from sweeper.paths import SweepPaths
+    from sweeper.status import SweepWatcher
+
     sweep_dir = tmp_path / "s"
     assert run_cli(*BEHAVE, "+x=range(0,6)", "+sleep_s=30", "cluster.array_parallelism=2",
                    f"hydra.sweep.dir={sweep_dir}").returncode == 0
+    job = job_ids(sweep_dir)[0]
+    failing = fake_tools(tmp_path / "bin", scancel="echo 'scancel: error: Kill job error on job "
+                         "id 1: Access/permission denied' >&2; exit 1")
+    r = run_cli("cancel", str(sweep_dir), env={"PATH": f"{failing}:{os.environ['PATH']}"})
+    assert r.returncode == 1, r.stderr
+    assert "scancel failed: scancel: error: Kill job error on job id 1: Access/permission denied; " \
+           "nothing on SLURM was cancelled" in r.stderr
+    r = run_cli("cancel", str(sweep_dir), env={"PATH": str(fake_tools(tmp_path / "empty"))})
+    assert r.returncode == 1 and "scancel is not on PATH" in r.stderr, r.stderr
+    queued = subprocess.run(["squeue", "-h", "-r", "-j", job], capture_output=True, text=True)
+    assert len(queued.stdout.splitlines()) == 6  # untouched
     r = run_cli("cancel", str(sweep_dir))
     assert r.returncode == 0 and "cancelled 1 SLURM array" in r.stdout
-    states = wait_done(sweep_dir)
-    assert set(states.values()) <= {"cancelled"}, states
+    assert wait_done(sweep_dir) == dict.fromkeys(range(6), "cancelled")
+    watcher = SweepWatcher(SweepPaths(sweep_dir), grace_s=5)
+    for _ in range(5):
+        assert watcher.poll().states == dict.fromkeys(range(6), "cancelled")
+    assert watcher.sacct_calls == 1  # for the elements that left without a row, once
 
 
 def test_bad_cluster_settings_fail_before_submission(tmp_path: Path) -> None:
@@ -374,16 +442,123 @@ def test_bad_cluster_settings_fail_before_submission(tmp_path: Path) -> None:
 
 def test_status_without_sacct_does_not_hang(tmp_path: Path) -> None:
     """Accounting down (an sacct that fails, first on PATH): status still counts from the queue
-    and the result files, says so, and returns promptly."""
+    and the result files, says so, and returns promptly. sacct is asked only of elements that
+    left the queue without a row: here one cancelled before it started."""
     sweep_dir = tmp_path / "s"
-    assert run_cli(*BEHAVE, "+x=range(0,2)", "--wait", f"hydra.sweep.dir={sweep_dir}").returncode == 0
-    fakebin = tmp_path / "bin"
-    fakebin.mkdir()
-    (fakebin / "sacct").write_text("#!/bin/sh\necho 'sacct: error: slurmdbd: connection refused' >&2\nexit 1\n")
-    (fakebin / "sacct").chmod(0o755)
+    assert run_cli(*BEHAVE, "+x=range(0,2)", "+sleep_s=3", "cluster.array_parallelism=1",
+                   f"hydra.sweep.dir={sweep_dir}").returncode == 0
+    subprocess.run(["scancel", f"{job_ids(sweep_dir)[0]}_1"], check=True)
+    assert wait_done(sweep_dir) == {0: "completed", 1: "cancelled"}
+    failing = fake_tools(tmp_path / "bin", sacct="echo 'sacct: error: slurmdbd: connection "
+                         "refused' >&2; exit 1")
     start = time.monotonic()
-    r = run_cli("status", str(sweep_dir), env={"PATH": f"{fakebin}:{os.environ['PATH']}"})
+    r = run_cli("status", str(sweep_dir), "--grace-s", "0",
+                env={"PATH": f"{failing}:{os.environ['PATH']}"})
     assert r.returncode == 0 and time.monotonic() - start < 30
-    assert re.search(r"completed\s*│\s*2\s*│", r.stdout), r.stdout
+    assert re.search(r"completed\s*│\s*1\s*│", r.stdout), r.stdout
+    assert re.search(r"lost\s*│\s*1\s*│", r.stdout), r.stdout  # without sacct: no row, so lost
     assert "sacct is unavailable" in r.stderr
 
+
+def test_retry_failed_runs_as_running_is_waited_for_and_never_submitted_twice(tmp_path: Path) -> None:
+    """D1: the failed row of attempt 1 never stands for attempt 2 while attempt 2 runs."""
+    markers = tmp_path / "m"
+    markers.mkdir()
+    (markers / "raise-1").touch()
+    sweep_dir = tmp_path / "s"
+    assert run_cli(*BEHAVE, "+x=range(0,2)", f"+markers={markers}", "+sleep_s=20",
+                   f"hydra.sweep.dir={sweep_dir}").returncode == 0
+    assert wait_done(sweep_dir) == {0: "completed", 1: "failed"}
+    (markers / "raise-1").unlink()
+    waiting = start_cli("resume", str(sweep_dir), "--retry-failed", "--wait")
+    try:
+        until(lambda: list(markers.glob("ran-1-*")), 120, "the rerun of trial 1 to start")
+        status = run_cli("status", str(sweep_dir))
+        assert re.search(r"running\s*│\s*1\s*│", status.stdout), status.stdout
+        assert not re.search(r"failed\s*│", status.stdout) and "running: trials 1" in status.stderr
+        again = run_cli("resume", str(sweep_dir), "--retry-failed")
+        assert again.returncode == 0 and "nothing left to run" in again.stderr, again.stderr
+        assert waiting.poll() is None, "--wait returned while the rerun still ran"
+        _, err = waiting.communicate(timeout=120)
+    finally:
+        stop(waiting, sweep_dir)
+    assert waiting.returncode == 0 and "finished: 1 completed" in err, err
+    row = result_rows(sweep_dir)[1]
+    assert row["status"] == "completed" and row["attempt"] == 2
+    assert len(job_ids(sweep_dir)) == 2  # the first launch and the retry; no third
+
+
+def test_a_timed_out_trial_without_checkpoint_is_requeued_and_shows_so(tmp_path: Path) -> None:
+    """The built-in requeue of a trial that does not checkpoint: from its `timeout` row until
+    its second attempt runs, it is pending or running, never timeout (the row is attempt 1's)."""
+    from sweeper.attempts import read_marker
+    from sweeper.paths import SweepPaths
+    from sweeper.state import TrialState
+    from sweeper.status import SweepWatcher
+
+    sweep_dir = tmp_path / "s"
+    r = run_cli("cluster=slurm", "cluster.mem_gb=0.5", "task.fn=sweeper_test_tasks:behave",
+                "search.space={}", "+x=range(0,1)", "+sleep_s=600", "cluster.timeout_min=1",
+                "cluster.signal_delay_s=15", "cluster.max_retries=1", f"hydra.sweep.dir={sweep_dir}")
+    assert r.returncode == 0, r.stderr
+    paths = SweepPaths(sweep_dir)
+    watcher = SweepWatcher(paths, grace_s=5)
+    seen: list[str] = []
+    running_again = 0
+    end = time.monotonic() + 300
+    try:
+        while running_again < 3 and time.monotonic() < end:
+            state = watcher.poll().states[0]
+            if seen or result_rows(sweep_dir).get(0, {}).get("status") == "timeout":
+                seen.append(state.value)
+            marker = read_marker(paths, 0)
+            running_again += marker is not None and marker.attempt == 2 and state is TrialState.RUNNING
+            release_requeued()
+            time.sleep(0.5)
+        assert running_again == 3, seen
+        assert set(seen) <= {"pending", "requeued", "running"} and "pending" in seen, seen
+        status = run_cli("status", str(sweep_dir))
+        assert re.search(r"running\s*│\s*1\s*│", status.stdout), status.stdout
+        assert "requeueing" in next((sweep_dir / "logs").glob("slurm-*.log")).read_text()
+    finally:
+        subprocess.run(["scancel", *job_ids(sweep_dir)], check=True)
+    assert wait_done(sweep_dir) == {0: "cancelled"}
+    assert result_rows(sweep_dir)[0]["attempt"] == 2
+
+
+def test_wait_holds_no_lock(tmp_path: Path) -> None:
+    """D4: while `resume --wait` waits, status, plan and resume on the dir return at once
+    (a held sweep-dir lock would make them wait up to its 60 s timeout)."""
+    sweep_dir = tmp_path / "s"
+    overrides = [*BEHAVE, "+x=range(0,2)", "+sleep_s=60", f"hydra.sweep.dir={sweep_dir}"]
+    assert run_cli("plan", *overrides).returncode == 0
+    waiting = start_cli("resume", str(sweep_dir), "--wait")
+    try:
+        until(lambda: len(list((sweep_dir / "attempts").glob("trial-*.json"))) == 2
+              if (sweep_dir / "attempts").is_dir() else False, 120, "both trials to run")
+        for args in (["status", str(sweep_dir)], ["plan", *overrides], ["resume", str(sweep_dir)]):
+            start = time.monotonic()
+            r = run_cli(*args, timeout=120)
+            took = time.monotonic() - start
+            assert r.returncode == 0 and took < 15, (args, f"{took:.1f}s", r.stderr)
+        assert "nothing left to run" in r.stderr, r.stderr
+        assert waiting.poll() is None, "--wait returned while the trials still ran"
+        assert run_cli("cancel", str(sweep_dir)).returncode == 0
+        _, err = waiting.communicate(timeout=120)
+    finally:
+        stop(waiting, sweep_dir)
+    assert waiting.returncode == 1 and "finished: 2 cancelled" in err, err
+
+
+def test_split_arrays_keep_the_throttle(tmp_path: Path) -> None:
+    """2-task arrays under a throttle of 4: five arrays on four chains (afterany), four tasks
+    at once across them, never more."""
+    sweep_dir = tmp_path / "s"
+    r = run_cli(*BEHAVE, "+x=range(0,10)", "+sleep_s=8", "cluster.max_array_size=2",
+                "cluster.array_parallelism=4", f"hydra.sweep.dir={sweep_dir}")
+    assert r.returncode == 0, r.stderr
+    assert "as 5 array(s)" in r.stderr and "at most 4 at once" in r.stderr
+    assert list(wait_done(sweep_dir).values()) == ["completed"] * 10
+    rows = sacct(job_ids(sweep_dir), expect=10)
+    assert len(rows) == 10 and {row["State"] for row in rows} == {"COMPLETED"}
+    assert max_concurrent(rows) == 4

@@ -3,7 +3,8 @@
 - ``executor``: submit throttled job arrays, wait for them, cancel them (the driver side);
 - ``job``: inside an array task: pick its trials, honour the time-limit warning, requeue;
 - ``queue``: every call to squeue, sacct, scontrol and scancel, each bounded by a timeout;
-- ``records``: launch records (which trials went to which array).
+- ``records``: launch records (which trials went to which array);
+- ``script``: the sbatch script, rendered by submitit.
 """
 
 from __future__ import annotations

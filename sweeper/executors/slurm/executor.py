@@ -12,21 +12,19 @@ submitted.
 
 from __future__ import annotations
 
-import math
-import shlex
+import os
 import subprocess
 import sys
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Any
 
 import pyarrow as pa
 
 from sweeper.console import err, shell_path
 from sweeper.errors import ConfigError, SweeperError
 from sweeper.executors._base import Executor, LaunchResult, OnDone, Submission
-from sweeper.executors.slurm.queue import max_array_size, queue_states, scancel
+from sweeper.executors.slurm.queue import max_array_size, not_on_path, queue_states, scancel
 from sweeper.executors.slurm.records import (
     ArrayRecord,
     Launch,
@@ -34,6 +32,7 @@ from sweeper.executors.slurm.records import (
     next_number,
     read_launches,
 )
+from sweeper.executors.slurm.script import check_sbatch_values, render_script
 from sweeper.paths import SweepPaths, atomic_path
 from sweeper.record import SweepRecord
 from sweeper.schema import ClusterConf
@@ -42,18 +41,19 @@ from sweeper.state import TrialState
 __all__ = ["SlurmExecutor", "cancel_arrays"]
 
 
-def _check_sbatch_values(cluster: ClusterConf) -> None:
-    """Values that become #SBATCH lines must stay on their line: a newline would end the
-    header (and the next line would run as a command)."""
-    named = {f"cluster.{k}": getattr(cluster, k) for k in
-             ("partition", "account", "qos", "gres", "constraint", "exclude")}
-    for key, value in cluster.additional_parameters.items():
-        named[f"cluster.additional_parameters key {key!r}"] = key
-        named[f"cluster.additional_parameters.{key}"] = value
-    for name, value in named.items():
-        if isinstance(value, str) and any(ord(ch) < 32 or ord(ch) == 127 for ch in value):
-            raise ConfigError(f"{name}={value!r} holds a control character (a newline?); sbatch "
-                              "options must be one line: remove it")
+def _checked_before(paths: SweepPaths, record: SweepRecord) -> bool:
+    """True inside an array task of the plain sbatch path (each task plans the sweep) when
+    the dir's record already holds this sweep with these settings: the task that wrote it
+    checked them, since a record is saved only after the check passed. Asking the controller
+    again (scontrol, sbatch --test-only) in each of a thousand tasks only loads it."""
+    if not os.environ.get("SLURM_ARRAY_TASK_ID") or not paths.sweep_yaml.is_file():
+        return False
+    try:
+        old = SweepRecord.load(paths)
+    except SweeperError:
+        return False
+    return (old.fingerprint, old.cluster, old.python) == (record.fingerprint, record.cluster,
+                                                           record.python)
 
 
 def _one_line(text: str) -> str:
@@ -71,7 +71,7 @@ class SlurmExecutor(Executor):
             value = getattr(cluster, name)
             if value is not None and value < 1:
                 raise ConfigError(f"cluster.{name} must be at least 1, got {value}")
-        _check_sbatch_values(cluster)
+        check_sbatch_values(cluster)
         if cluster.mem_gb <= 0:
             raise ConfigError(f"cluster.mem_gb must be positive, got {cluster.mem_gb}; e.g. 4")
         if cluster.timeout_min is not None and cluster.timeout_min * 60 <= cluster.signal_delay_s:
@@ -88,28 +88,7 @@ class SlurmExecutor(Executor):
 
     def script(self, paths: SweepPaths, launch: int, python: str) -> str:
         """The sbatch script of a launch; its argument is the chunk's offset into the tasks."""
-        from submitit.slurm.slurm import _convert_mem, _make_sbatch_string
-
-        c = self.cluster
-        extra: dict[str, Any] = {
-            "output": paths.slurm_log_pattern,
-            "signal": f"B:USR2@{c.signal_delay_s}",  # B: signal the batch shell = our python
-            "requeue": True,
-            **dict(c.additional_parameters),
-        }
-        command = (f'exec {shlex.quote(python)} -u -m sweeper.worker "$SLURM_SUBMIT_DIR" '
-                   f'--launch {launch} --task-offset "$1"')
-        try:
-            return _make_sbatch_string(
-                command=command, folder=paths.logs_dir, job_name="sweeper",
-                partition=c.partition, time=math.ceil(c.timeout_min or 60),
-                cpus_per_task=c.cpus_per_task, gpus_per_task=c.gpus_per_task, gres=c.gres,
-                qos=c.qos, account=c.account, constraint=c.constraint, exclude=c.exclude,
-                mem=_convert_mem(c.mem_gb), setup=list(c.setup), stderr_to_stdout=True,
-                use_srun=False, additional_parameters=extra,
-            )
-        except (TypeError, ValueError) as ex:
-            raise ConfigError(f"cannot render the sbatch script: {ex}; check cluster settings") from None
+        return render_script(self.cluster, paths, launch, python)
 
     def _write_script(self, paths: SweepPaths, number: int, python: str) -> Path:
         path = paths.launch_script(number)
@@ -125,6 +104,8 @@ class SlurmExecutor(Executor):
             try:
                 return subprocess.run(["sbatch", "--parsable", *argv], cwd=paths.root,
                                       capture_output=True, text=True, timeout=120, check=False)
+            except FileNotFoundError:
+                raise ConfigError(not_on_path("sbatch")) from None
             except (OSError, subprocess.TimeoutExpired) as ex:
                 raise SweeperError(f"sbatch could not run: {ex}") from None
 
@@ -137,10 +118,13 @@ class SlurmExecutor(Executor):
 
     def check(self, paths: SweepPaths, record: SweepRecord, n_trials: int) -> None:
         """Render the script the next launch would use and have sbatch check it (--test-only)."""
+        if _checked_before(paths, record):
+            return
+        tasks = -(-n_trials // self.cluster.trials_per_task)
+        tasks = min(tasks, max_array_size(), self.cluster.max_array_size or tasks)
         paths.launches_dir.mkdir(parents=True, exist_ok=True)
         script = self._write_script(paths, 0, record.python or sys.executable)
-        tasks = -(-n_trials // self.cluster.trials_per_task)
-        self.validate(paths, script, min(tasks, max_array_size(), self.cluster.max_array_size or tasks))
+        self.validate(paths, script, tasks)
         self._checked = True
         err.print(f"[sweeper] sbatch accepts the settings (checked with --test-only): {script}")
 
@@ -246,20 +230,35 @@ def chains(n_tasks: int, chunk: int, parallelism: int) -> list[tuple[int, int, i
 
     Returns (first task, tasks, chain, throttle) per array, in submission order. Arrays of
     one chain run one after another (``afterany``); the chains run side by side, their
-    throttles adding up to ``parallelism``. A single chain of arrays smaller than the
-    throttle would run fewer tasks at once than the user allowed.
+    throttles adding up to ``parallelism`` (less only when fewer tasks exist). As many chains
+    as allowed: a small throttle per chain leaves fewer slots idle while an array's last
+    tasks finish, and a single chain of arrays smaller than the throttle would run fewer
+    tasks at once than the user allowed.
 
     >>> chains(6, 2, 4)
-    [(0, 2, 0, 2), (2, 2, 1, 2), (4, 2, 0, 2)]
+    [(0, 2, 0, 2), (2, 2, 1, 1), (4, 2, 2, 1)]
     >>> chains(25, 11, 2)
     [(0, 11, 0, 1), (11, 11, 1, 1), (22, 3, 0, 1)]
+    >>> chains(5, 4, 4)  # the small last array cannot use 2 slots: its chain's go to the other
+    [(0, 4, 0, 3), (4, 1, 1, 1)]
     """
     firsts = list(range(0, n_tasks, chunk))
     n_chains = max(1, min(parallelism, len(firsts)))
-    throttles = [parallelism // n_chains + (1 if j < parallelism % n_chains else 0)
-                 for j in range(n_chains)]
-    return [(first, min(chunk, n_tasks - first), i % n_chains, throttles[i % n_chains])
+    sizes = [min(chunk, n_tasks - first) for first in firsts]
+    throttles = _spread(parallelism, [max(sizes[j::n_chains], default=1) for j in range(n_chains)])
+    return [(first, sizes[i], i % n_chains, throttles[i % n_chains])
             for i, first in enumerate(firsts)]
+
+
+def _spread(total: int, caps: list[int]) -> list[int]:
+    """``total`` split as evenly as the caps allow (a chain can use at most its largest
+    array's size): filled smallest cap first, so what a small chain cannot use goes on."""
+    out = [0] * len(caps)
+    left = total
+    for k, j in enumerate(sorted(range(len(caps)), key=caps.__getitem__)):
+        out[j] = min(caps[j], -(-left // (len(caps) - k)))
+        left -= out[j]
+    return out
 
 
 def cancel_arrays(paths: SweepPaths) -> tuple[int, str | None]:

@@ -11,7 +11,8 @@ from functools import lru_cache
 
 from sweeper.errors import ConfigError
 
-__all__ = ["Queued", "accounting_states", "max_array_size", "queue_states", "requeue", "scancel"]
+__all__ = ["Queued", "accounting_states", "epoch_s", "max_array_size", "not_on_path",
+           "queue_states", "requeue", "scancel"]
 
 _TIMEOUT_S = 30
 
@@ -20,11 +21,19 @@ def _run(argv: Sequence[str], timeout_s: float = _TIMEOUT_S) -> subprocess.Compl
     return subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout_s, check=False)
 
 
+def not_on_path(tool: str) -> str:
+    """Why SLURM cannot be used from this machine, and the way out."""
+    return (f"{tool} is not on PATH, so this machine cannot submit to SLURM: use cluster=local, "
+            "or run on a login node where sbatch exists")
+
+
 @lru_cache(maxsize=1)
 def max_array_size() -> int:
     """The cluster's MaxArraySize: array indices must stay below it (SLURM's default is 1001)."""
     try:
         out = _run(["scontrol", "show", "config"]).stdout
+    except FileNotFoundError:
+        raise ConfigError(not_on_path("scontrol")) from None
     except (OSError, subprocess.TimeoutExpired) as ex:
         raise ConfigError(f"cannot read the SLURM config with `scontrol show config` ({ex}); "
                           "is this a SLURM login node?") from None
@@ -50,8 +59,9 @@ class Queued:
 _RUNNING = frozenset({"RUNNING", "COMPLETING", "CONFIGURING", "SUSPENDED", "STOPPED"})
 
 
-def _epoch(text: str) -> float | None:
-    """squeue prints times in the local time zone, without one."""
+def epoch_s(text: str) -> float | None:
+    """A time as squeue and sacct print it (the local time zone, without one), in epoch
+    seconds; None for N/A, Unknown and the like."""
     try:
         return time.mktime(time.strptime(text.strip(), "%Y-%m-%dT%H:%M:%S"))
     except ValueError:
@@ -74,7 +84,7 @@ def queue_states(job_ids: Sequence[str]) -> dict[str, Queued] | None:
     for line in r.stdout.splitlines():
         job, state, start = ([*line.split("|"), "", ""])[:3]
         if "_" in job:
-            queued = Queued(state.strip(), _epoch(start))
+            queued = Queued(state.strip(), epoch_s(start))
             states[job.strip()] = Queued(queued.state, queued.started_at if queued.running else None)
     return states
 

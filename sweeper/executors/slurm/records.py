@@ -18,7 +18,9 @@ from sweeper.paths import SweepPaths, atomic_path
 
 __all__ = [
     "ArrayRecord",
+    "Assignment",
     "Launch",
+    "assignments",
     "compress_ids",
     "expand_ids",
     "next_number",
@@ -107,6 +109,26 @@ def read_launches(paths: SweepPaths) -> list[Launch]:
         except (OSError, ValueError, TypeError) as ex:
             raise SweepDirError(f"{path} is unreadable ({ex}); move it aside to continue") from None
     return launches
+
+
+@dataclass(frozen=True)
+class Assignment:
+    """Where a trial was sent last: its array element, and when that launch was made."""
+
+    element: str
+    submitted_at: float
+
+
+def assignments(paths: SweepPaths) -> tuple[dict[int, Assignment], list[str]]:
+    """trial_id -> the array element of its latest launch; and every array's job id."""
+    assigned: dict[int, Assignment] = {}
+    job_ids: list[str] = []
+    for launch in read_launches(paths):
+        job_ids.extend(arr.job_id for arr in launch.arrays)
+        for job, task, ids in launch.tasks():
+            for tid in ids:
+                assigned[tid] = Assignment(f"{job}_{task}", launch.created_at)
+    return assigned, job_ids
 
 
 def read_launch(paths: SweepPaths, number: int) -> Launch:
