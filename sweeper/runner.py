@@ -27,7 +27,7 @@ from sweeper.metrics import to_metrics
 from sweeper.paths import SweepPaths
 from sweeper.record import SweepRecord
 from sweeper.results import TrialOutcome, read_attempt, read_state, write_result
-from sweeper.state import TrialState
+from sweeper.state import STOPPED, TrialState
 from sweeper.stops import StopGuard
 from sweeper.trial_config import set_hydra_config, trial_config
 from sweeper.trials import read_trials
@@ -197,7 +197,7 @@ def _yaml(cfg: DictConfig) -> str:
 
 
 #: States after which a worker starts no further trial: it was stopped from outside.
-STOPPING = frozenset({TrialState.CANCELLED, TrialState.TIMEOUT, TrialState.REQUEUED})
+STOPPING = STOPPED
 
 
 def run_rows(paths: SweepPaths, record: SweepRecord, rows: pa.Table) -> list[TrialState]:

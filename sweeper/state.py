@@ -12,7 +12,7 @@ import enum
 from collections import Counter
 from collections.abc import Iterable
 
-__all__ = ["TrialState", "exit_code_for"]
+__all__ = ["ORDER", "STOPPED", "TrialState", "exit_code_for"]
 
 
 class TrialState(str, enum.Enum):
@@ -68,6 +68,9 @@ _ACTIVE = frozenset({TrialState.PENDING, TrialState.RUNNING, TrialState.REQUEUED
 _SETTLED = frozenset({TrialState.COMPLETED, TrialState.PRUNED})
 _FINISHED = _SETTLED | {TrialState.FAILED, TrialState.TIMEOUT, TrialState.CANCELLED,
                         TrialState.LOST}
+
+#: Stopped from outside (scancel, a time limit, a preemption): a worker starts no further trial.
+STOPPED = frozenset({TrialState.CANCELLED, TrialState.TIMEOUT, TrialState.REQUEUED})
 
 #: The order in which tables list states.
 ORDER = tuple(TrialState)

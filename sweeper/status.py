@@ -23,14 +23,14 @@ from sweeper.attempts import AttemptMarker, read_markers
 from sweeper.executors.slurm.queue import Queued, epoch_s
 from sweeper.executors.slurm.records import Assignment
 from sweeper.paths import SweepPaths
-from sweeper.state import TrialState
+from sweeper.state import STOPPED, TrialState
 
 __all__ = ["RowFacts", "SweepState", "SweepWatcher", "classify"]
 
 _SKEW_S = 2.0  # clocks of nodes and login node may differ a little
 # Rows of a trial stopped from outside (scancel, the time limit, preemption): its task then
 # ends or is requeued, so such a row is final only once the element has left the queue.
-_STOPPED = frozenset({TrialState.CANCELLED, TrialState.TIMEOUT, TrialState.REQUEUED})
+_STOPPED = STOPPED
 
 
 @dataclass(frozen=True)
@@ -86,7 +86,8 @@ def classify(f: Facts, now: float, grace_s: float) -> TrialState:
         # A checkpointed trial out of the queue has used up its requeues.
         return TrialState.TIMEOUT if current.state is TrialState.REQUEUED else current.state
     if f.element is None:
-        return TrialState.LOST if flight else TrialState.NOT_SUBMITTED
+        # A live local driver runs every trial without a row, one slot at a time.
+        return TrialState.PENDING if f.driver_alive else TrialState.NOT_SUBMITTED
     return _left_queue(f, now, grace_s)
 
 

@@ -35,8 +35,9 @@ def pending_trials(paths: SweepPaths, table: pa.Table, retry_failed: bool
     state = sweep_state(paths, use_sacct=True)
     if not state.queue_ok:
         raise SweeperError(
-            "cannot read the SLURM queue (squeue failed), so trials that may still run cannot be "
-            f"told apart from lost ones; nothing was submitted. Try again: sweeper resume {shell_path(paths.root)}"
+            "cannot read the SLURM queue (squeue failed, or is not on PATH), so trials that may "
+            "still run cannot be told apart from lost ones; nothing was submitted. Run "
+            f"`sweeper resume {shell_path(paths.root)}` again on a login node where squeue works"
         )
     keep = [tid for tid, s in state.states.items() if not s.needs_run(retry_failed)]
     mask = pc.invert(pc.is_in(table.column("trial_id"), pa.array(keep, pa.int64())))
@@ -63,7 +64,7 @@ def run_pending(paths: SweepPaths, record: SweepRecord, table: pa.Table, executo
         _say_before(before, retry_failed)
         if todo.num_rows == 0:
             console.print("[sweeper] nothing left to run")
-            return LaunchResult()
+            return _wait_for_active(paths, record, executor, on_done) if wait else LaunchResult()
         console.print(f"[sweeper] running {todo.num_rows} of {table.num_rows} trials")
         if executor.runs_here:
             claim_driver(paths)
@@ -75,6 +76,19 @@ def run_pending(paths: SweepPaths, record: SweepRecord, table: pa.Table, executo
     finally:
         if executor.runs_here:
             release_driver(paths)
+
+
+def _wait_for_active(paths: SweepPaths, record: SweepRecord, executor: Executor,
+                     on_done: OnDone | None) -> LaunchResult:
+    """``--wait`` with nothing to submit: wait for the trials still queued or running."""
+    from sweeper.executors._base import Submission
+    from sweeper.status import sweep_state
+
+    active = sorted(t for t, s in sweep_state(paths).states.items() if s.is_active())
+    if not active or executor.runs_here:
+        return LaunchResult()
+    console.print(f"[sweeper] waiting for the {len(active)} trial(s) still queued or running")
+    return executor.wait(paths, record, Submission(tuple(active)), on_done)
 
 
 def _say_before(before: dict[TrialState, int], retry_failed: bool) -> None:

@@ -142,6 +142,8 @@ CASES: dict[str, tuple[Facts, S]] = {
         Facts(marker=slurm_marker(1, None, NOW - 10), driver_alive=None), S.RUNNING),
     "local, a failed row": (Facts(row(S.FAILED, 1, None)), S.FAILED),
     "never submitted": (Facts(), S.NOT_SUBMITTED),
+    "local, not started yet while its driver runs": (Facts(driver_alive=True), S.PENDING),
+    "local, not started, its driver is gone": (Facts(driver_alive=False), S.NOT_SUBMITTED),
 }
 
 

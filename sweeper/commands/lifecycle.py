@@ -73,8 +73,9 @@ def add_status(p: argparse.ArgumentParser) -> None:
     p.add_argument("--watch", action="store_true", help="refresh until no trial is queued")
     p.add_argument("--poll-interval-s", type=float, default=10.0, help="with --watch (10)")
     p.add_argument("--grace-s", type=float, default=30.0,
-                   help="an array task that left the queue this long ago (sacct's end time, "
-                        "else when status first saw it gone) without a result is lost (30)")
+                   help="an array task that left the queue this long ago without a result is "
+                        "lost: counted from sacct's end time, else from when a poll saw it "
+                        "leave, else from its attempt's start or its launch (30)")
     p.set_defaults(func=_status)
 
 

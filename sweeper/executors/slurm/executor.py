@@ -35,7 +35,7 @@ from sweeper.executors.slurm.records import (
 from sweeper.executors.slurm.script import check_sbatch_values, render_script
 from sweeper.paths import SweepPaths, atomic_path
 from sweeper.record import SweepRecord
-from sweeper.schema import ClusterConf
+from sweeper.schema import SLURM_TIMEOUT_MIN, ClusterConf
 from sweeper.state import TrialState
 
 __all__ = ["SlurmExecutor", "cancel_arrays"]
@@ -74,10 +74,11 @@ class SlurmExecutor(Executor):
         check_sbatch_values(cluster)
         if cluster.mem_gb <= 0:
             raise ConfigError(f"cluster.mem_gb must be positive, got {cluster.mem_gb}; e.g. 4")
-        if cluster.timeout_min is not None and cluster.timeout_min * 60 <= cluster.signal_delay_s:
+        limit_min = cluster.timeout_min or SLURM_TIMEOUT_MIN  # the limit the script sends
+        if limit_min * 60 <= cluster.signal_delay_s:
             raise ConfigError(
                 f"cluster.signal_delay_s={cluster.signal_delay_s} must be shorter than the time "
-                f"limit cluster.timeout_min={cluster.timeout_min} (x60 s); lower the delay"
+                f"limit cluster.timeout_min={limit_min} (x60 s); lower the delay"
             )
 
     def describe(self) -> str:
@@ -173,8 +174,8 @@ class SlurmExecutor(Executor):
         from sweeper.progress import SweepProgress
         from sweeper.status import SweepWatcher
 
-        err.print(f"[sweeper] waiting for array(s) {', '.join(submission.job_ids)} (Ctrl-C stops "
-                  "waiting, not the trials)")
+        what = f"array(s) {', '.join(submission.job_ids)}" if submission.job_ids else "them"
+        err.print(f"[sweeper] waiting for {what} (Ctrl-C stops waiting, not the trials)")
         wanted = set(submission.trial_ids)
         watcher = SweepWatcher(paths)
         told: dict[int, TrialState] = {}

@@ -146,9 +146,9 @@ def register_external_array(paths: SweepPaths, job_id: str, first: int, last: in
                             max_retries: int, signal_delay_s: int) -> None:
     """Record an array the user submitted (``sbatch --array=A-B script``, index = trial id),
     once, so that ``status``, ``cancel`` and ``resume`` know about it."""
-    from filelock import FileLock
+    from sweeper.locks import dir_lock
 
-    with FileLock(str(paths.lock)):
+    with dir_lock(paths.lock, "the sweep dir", timeout_s=120):
         if any(a.job_id == job_id for launch in read_launches(paths) for a in launch.arrays):
             return
         launch = Launch(next_number(paths), [[first, last + 1]], 1, last + 1 - first, max_retries,

@@ -13,7 +13,7 @@ from typing import Any
 
 from sweeper.errors import ConfigError, SweeperError
 from sweeper.paths import SweepPaths
-from sweeper.schema import ClusterConf
+from sweeper.schema import SLURM_TIMEOUT_MIN, ClusterConf
 
 __all__ = ["check_sbatch_values", "render_script"]
 
@@ -35,7 +35,7 @@ def render_script(cluster: ClusterConf, paths: SweepPaths, launch: int, python: 
                f'--launch {launch} --task-offset "$1"')
     return _render(
         command=command, folder=paths.logs_dir, job_name="sweeper",
-        partition=c.partition, time=math.ceil(c.timeout_min or 60),
+        partition=c.partition, time=math.ceil(c.timeout_min or SLURM_TIMEOUT_MIN),
         cpus_per_task=c.cpus_per_task, gpus_per_task=c.gpus_per_task, gres=c.gres,
         qos=c.qos, account=c.account, constraint=c.constraint, exclude=c.exclude,
         mem_gb=c.mem_gb, setup=list(c.setup), stderr_to_stdout=True,
