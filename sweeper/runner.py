@@ -196,9 +196,6 @@ def _yaml(cfg: DictConfig) -> str:
         return OmegaConf.to_yaml(cfg, resolve=False)
 
 
-#: States after which a worker starts no further trial: it was stopped from outside.
-STOPPING = STOPPED
-
 
 def run_rows(paths: SweepPaths, record: SweepRecord, rows: pa.Table) -> list[TrialState]:
     """Run the given rows of the trial table in order, skipping settled trials.
@@ -216,7 +213,7 @@ def run_rows(paths: SweepPaths, record: SweepRecord, rows: pa.Table) -> list[Tri
             states.append(run_one(paths, record, rows.slice(i, 1), guard))
         except TrialInterrupted:
             break  # stopped right after a trial's row was written: start no other
-        if states[-1] in STOPPING:
+        if states[-1] in STOPPED:
             break
     return states
 
@@ -224,7 +221,7 @@ def run_rows(paths: SweepPaths, record: SweepRecord, rows: pa.Table) -> list[Tri
 def exit_code(states: Sequence[TrialState], expected: int) -> int:
     """0 if every trial settled (completed or pruned), 130 if stopped early, 1 if any failed.
     A worker's exit code is what sacct shows: FAILED for a failed trial, never for a pruned one."""
-    if any(s in STOPPING for s in states) or len(states) < expected:
+    if any(s in STOPPED for s in states) or len(states) < expected:
         return 130
     return 0 if all(s.is_settled() for s in states) else 1
 

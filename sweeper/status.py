@@ -28,9 +28,6 @@ from sweeper.state import STOPPED, TrialState
 __all__ = ["RowFacts", "SweepState", "SweepWatcher", "classify"]
 
 _SKEW_S = 2.0  # clocks of nodes and login node may differ a little
-# Rows of a trial stopped from outside (scancel, the time limit, preemption): its task then
-# ends or is requeued, so such a row is final only once the element has left the queue.
-_STOPPED = STOPPED
 
 
 @dataclass(frozen=True)
@@ -98,7 +95,7 @@ def _in_queue(f: Facts, current: RowFacts | None, flight: AttemptMarker | None) 
     if q.running and flight and flight.element == f.element and flight.started_at >= run_start:
         return TrialState.RUNNING
     if q.running and current and current.element == f.element \
-            and current.finished_at >= run_start and current.state not in _STOPPED:
+            and current.finished_at >= run_start and current.state not in STOPPED:
         return current.state  # finished earlier in this run of its task
     # Waiting its turn or starting; or stopped from outside in this run, so its task is
     # being requeued (or leaves the queue): not final while the element is still queued.
@@ -280,27 +277,11 @@ def read_row_facts(paths: SweepPaths) -> dict[int, RowFacts]:
     return facts
 
 
-_STATE_COLUMNS = ("trial_id", "status", "attempt", "slurm_job_id", "slurm_array_task_id",
-                  "finished_at")
-
-
 def _state_rows(paths: SweepPaths) -> pa.Table:
     """The state columns of every result row, reusing merge's incremental state."""
-    from sweeper import merge
+    from sweeper.merge import STATE_COLUMNS, current_rows
 
-    current_rows = getattr(merge, "current_rows", None)  # newer than the rest of merge
-    if current_rows is not None:
-        return current_rows(paths, columns=_STATE_COLUMNS)
-    import pyarrow.parquet as pq
-
-    tables = []
-    for path in paths.result_files():
-        try:
-            t = pq.read_table(path)
-        except (OSError, pa.ArrowException):
-            continue
-        tables.append(t.select([c for c in _STATE_COLUMNS if c in t.column_names]))
-    return pa.concat_tables(tables, promote_options="permissive") if tables else pa.table({})
+    return current_rows(paths, columns=STATE_COLUMNS)
 
 
 def sweep_state(paths: SweepPaths, grace_s: float = 30.0, use_sacct: bool = True) -> SweepState:
