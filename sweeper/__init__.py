@@ -8,6 +8,8 @@ The task-side API is small and does nothing outside a sweep::
         for epoch in range(cfg.training.epochs):
             ...
             sweeper.report(epoch=epoch, train_loss=tl, val_loss=vl)
+            if sweeper.should_prune():  # search.pruner: stop a hopeless trial early
+                raise sweeper.TrialPruned()
         return {"val_loss": best}
 """
 
@@ -15,11 +17,13 @@ from __future__ import annotations
 
 from sweeper.context import (
     TrialInterrupted,
+    TrialPruned,
     current,
     load_checkpoint,
     report,
     save_checkpoint,
     should_checkpoint,
+    should_prune,
     trial_dir,
 )
 
@@ -27,11 +31,13 @@ __version__ = "0.1.0"
 
 __all__ = [
     "TrialInterrupted",
+    "TrialPruned",
     "__version__",
     "current",
     "load_checkpoint",
     "report",
     "save_checkpoint",
     "should_checkpoint",
+    "should_prune",
     "trial_dir",
 ]

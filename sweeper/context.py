@@ -18,11 +18,13 @@ from sweeper.state import TrialState
 __all__ = [
     "TrialContext",
     "TrialInterrupted",
+    "TrialPruned",
     "current",
     "load_checkpoint",
     "report",
     "save_checkpoint",
     "should_checkpoint",
+    "should_prune",
     "trial_dir",
 ]
 
@@ -38,6 +40,14 @@ class TrialInterrupted(BaseException):
         self.status = status
 
 
+class TrialPruned(TrialInterrupted):
+    """Raise it when :func:`should_prune` says so: the trial ends as ``pruned`` (finished,
+    not failed), with the curve it reported so far. ``optuna.TrialPruned`` works too."""
+
+    def __init__(self, message: str = "pruned: its metric fell behind the other trials") -> None:
+        super().__init__(message, TrialState.PRUNED)
+
+
 @dataclass
 class TrialContext:
     """What the runner knows about the trial in progress."""
@@ -49,6 +59,8 @@ class TrialContext:
     # tracking.tensorboard: event files here, written as the task reports
     tensorboard_dir: Path | None = None
     _writer: Any = None
+    # the trial's Optuna trial (a StudyLink) when the sweep prunes or searches adaptively
+    study: Any = None
 
 
 _current: TrialContext | None = None
@@ -105,6 +117,8 @@ def report(epoch: int | None = None, **metrics: float) -> None:
     ctx.curve[:] = [r for r in ctx.curve if r["epoch"] != row["epoch"]]
     ctx.curve.append(row)
     ctx.curve.sort(key=lambda r: r["epoch"])
+    if ctx.study is not None:
+        ctx.study.report(row["epoch"], row)
     writer = _tensorboard(ctx)
     if writer is not None:
         for name, value in row.items():
@@ -148,6 +162,25 @@ def trial_dir() -> Path | None:
         return None
     ctx.work_dir.mkdir(parents=True, exist_ok=True)
     return ctx.work_dir
+
+
+def should_prune() -> bool:
+    """True when the sweep's pruner judges this trial hopeless at its last reported epoch
+    (``search.pruner``, fed by :func:`report` with ``search.metric``). Stop then, e.g. with
+    ``raise sweeper.TrialPruned()``. Always False outside a sweep, or without a pruner.
+
+    >>> should_prune()
+    False
+    """
+    ctx = _current
+    if ctx is None or ctx.study is None:
+        return False
+    try:
+        return bool(ctx.study.should_prune())
+    except Exception as ex:  # a storage hiccup must not fail a good trial
+        print(f"[sweeper] could not ask the pruner ({type(ex).__name__}: {ex}); going on",
+              flush=True)
+        return False
 
 
 def should_checkpoint() -> bool:

@@ -32,7 +32,7 @@ from sweeper.provenance import git_state
 from sweeper.record import SweepRecord, VariantRecord
 from sweeper.schema import ClusterConf, SearchConf, check_task_nodes
 from sweeper.space import Param
-from sweeper.strategies import make_strategy
+from sweeper.strategies import Strategy, make_strategy
 from sweeper.trials import ParamColumn, build_table, read_trials, write_trials
 
 __all__ = ["Plan", "Variant", "apply_cluster_overrides", "plan_sweep"]
@@ -185,7 +185,7 @@ def _task_ref(task: DictConfig, fallback: str | None) -> str:
 
 # The budget (n_trials, caps) may grow on resume, and the metric only ranks: the same sweep.
 _NOT_FINGERPRINTED = ("space", "metric", "direction", "max_grid_size", "max_trials", "n_trials",
-                      "allow_truncate")
+                      "allow_truncate", "max_retries")
 
 
 def _fingerprint(search: SearchConf, variants: Sequence[Variant], specs: Sequence[ParamColumn],
@@ -205,7 +205,6 @@ def _space_record(p: Param) -> dict[str, Any]:
     # Drop unset fields, but keep zeros: low=0.0 is a bound, not an absence.
     record = {k: v for k, v in dataclasses.asdict(p).items()
               if v is not None and v is not False and v != () and v != ""}
-    record.pop("labels", None)
     if "choices" in record:
         record["choices"] = [c if isinstance(c, (int, float, str, bool)) else str(c)
                              for c in p.choices]
@@ -273,8 +272,18 @@ def plan_sweep(
 
     from sweeper.driver import refuse_if_live
     from sweeper.locks import dir_lock
+    from sweeper.study import check_study_settings
 
-    design = make_strategy(search).propose(request.space.params)
+    check_study_settings(search)
+    if search.adaptive:
+        from sweeper.strategies import check_search
+        from sweeper.strategies.adaptive import VariantsOnly
+
+        check_search(search)
+        strategy: Strategy = VariantsOnly(search.max_trials)
+    else:
+        strategy = make_strategy(search)
+    design = strategy.propose(request.space.params)
     columns = {p.key: data for p, data in design.columns}
     applied = executor == "slurm" or "SLURM_JOB_ID" in os.environ
     variants, variant_ids = _variants(request, columns, compose, applied, is_group,
@@ -282,6 +291,10 @@ def plan_sweep(
     refs = [_task_ref(v.config, task_fallback) for v in variants]
     seeds = [int(OmegaConf.select(v.config, "seed", default=search.seed)) for v in variants]
     table, specs = build_table(request, design, variant_ids, [v.config_hash for v in variants], seeds)
+    if search.adaptive:  # its rows come as workers ask for trials
+        from sweeper.asking import add_number_column
+
+        table = add_number_column(table.slice(0, 0))
     fingerprint = _fingerprint(search, variants, specs, request.space.params)
     _make_dir(paths)
     with dir_lock(paths.lock, "the sweep dir", timeout_s=60):

@@ -76,10 +76,11 @@ def _attempt(paths: SweepPaths, record: SweepRecord, row: dict[str, Any],
         seed_everything(int(row["seed"]))
         if OmegaConf.select(cfg, "tracking.tensorboard", default=False):
             ctx.tensorboard_dir = paths.tensorboard_dir(trial_id)
+        ctx.study = _study_link(paths, record, row)
         with context.activate(ctx):
             value = fn(cfg)
         guard.hold()
-        metrics = to_metrics(value, record.search.metric, record.param_keys)
+        metrics = to_metrics(value, record.search.metrics[0], record.param_keys)
         context.close_tracking(ctx, {k: row[k] for k in record.param_keys}, dict(metrics))
         outcome.metrics, outcome.status = metrics, TrialState.COMPLETED
     except TrialInterrupted as ex:
@@ -87,6 +88,9 @@ def _attempt(paths: SweepPaths, record: SweepRecord, row: dict[str, Any],
         outcome.status, outcome.error = TrialState(ex.status), str(ex)
     except BaseException as ex:  # every failure becomes a row
         guard.hold()
+        if _optuna_pruned(ex):
+            outcome.status, outcome.error = TrialState.PRUNED, f"pruned: {ex}".rstrip(": ")
+            return ctx
         outcome.status = TrialState.CANCELLED if isinstance(ex, KeyboardInterrupt) else TrialState.FAILED
         outcome.error = f"{type(ex).__name__}: {ex}"
         if isinstance(ex, SystemExit):
@@ -114,6 +118,8 @@ def run_one(paths: SweepPaths, record: SweepRecord, trial: pa.Table,
     try:
         outcome.finished_at = dt.datetime.now(dt.timezone.utc)
         outcome.curve = ctx.curve
+        if outcome.status is TrialState.PRUNED and not outcome.metrics:
+            outcome.metrics = _at_the_cut(ctx.curve)
         outcome.device = provenance.device_name()
         outcome.torch_version = provenance.torch_version()
         outcome.provenance = _provenance(record)
@@ -121,9 +127,48 @@ def run_one(paths: SweepPaths, record: SweepRecord, trial: pa.Table,
             return TrialState.LOST  # nothing recorded it: status shows it lost
         print(f"[sweeper] trial {trial_id}: {outcome.status.value}"
               + (f" ({outcome.error})" if outcome.error else ""), flush=True)
+        _tell(ctx.study, outcome)
     finally:
         guard.release()
     return outcome.status
+
+
+def _study_link(paths: SweepPaths, record: SweepRecord, row: dict[str, Any]) -> Any:
+    """The trial's Optuna trial, when the sweep prunes or searches adaptively. A study that
+    cannot be reached costs the trial its pruning, never its run."""
+    if not record.search.uses_study:
+        return None
+    from sweeper.asking import StudyLink
+
+    try:
+        return StudyLink(paths, record, row)
+    except Exception as ex:
+        print(f"[sweeper] could not open the study ({type(ex).__name__}: {ex}); the trial runs "
+              "without pruning", file=sys.stderr, flush=True)
+        return None
+
+
+def _tell(link: Any, outcome: TrialOutcome) -> None:
+    if link is None:
+        return
+    try:
+        link.tell(outcome)
+    except Exception as ex:  # the next ask finds it running with a final row, and tells it
+        print(f"[sweeper] could not tell the study ({type(ex).__name__}: {ex}); the next "
+              "ask will", file=sys.stderr, flush=True)
+
+
+def _optuna_pruned(ex: BaseException) -> bool:
+    """``optuna.TrialPruned`` raised by the task (an Optuna user's habit)."""
+    return type(ex).__name__ == "TrialPruned" and type(ex).__module__.startswith("optuna")
+
+
+def _at_the_cut(curve: Sequence[dict[str, Any]]) -> dict[str, float | int]:
+    """A pruned trial's metrics: the values of its last reported epoch, and how many it ran."""
+    if not curve:
+        return {"epochs_run": 0}
+    last = {k: v for k, v in curve[-1].items() if k != "epoch" and v is not None}
+    return {**last, "epochs_run": len(curve)}
 
 
 def _mark_start(paths: SweepPaths, trial_id: int, guard: StopGuard) -> attempts.AttemptMarker | None:

@@ -22,7 +22,10 @@ from sweeper.errors import ConfigError, closest
 __all__ = ["SLURM_TIMEOUT_MIN", "ClusterConf", "ReportConf", "SearchConf", "SweeperPluginConf",
            "TrackingConf", "check_task_nodes", "register_schemas", "validate"]
 
-SEARCH_METHODS = ("grid", "random")
+#: Static methods write every trial at plan time; adaptive ones ask Optuna as workers free up.
+STATIC_METHODS = ("grid", "random", "qmc")
+ADAPTIVE_METHODS = ("tpe", "gp", "cmaes")
+SEARCH_METHODS = STATIC_METHODS + ADAPTIVE_METHODS
 EXECUTORS = ("auto", "local", "slurm")
 DIRECTIONS = ("minimize", "maximize")
 # SLURM's time limit per array task when cluster.timeout_min is null. A limit is always sent:
@@ -32,7 +35,8 @@ SLURM_TIMEOUT_MIN = 60
 
 @dataclass
 class SearchConf:
-    # grid | random (tpe, cmaes, gp and qmc come with adaptive search)
+    # grid | random | qmc (static: every trial planned up front)
+    # tpe | gp | cmaes (adaptive: Optuna asks for the next trial as a worker frees up)
     method: str = "grid"
     # random: how many trials; grid: an optional cap (an error if it would cut the grid)
     n_trials: int | None = None
@@ -40,10 +44,26 @@ class SearchConf:
     allow_truncate: bool = False
     # seed of the random strategy, and the trial seed when the config has no `seed` key
     seed: int = 0
-    # the metric that ranks trials, as returned by the task
-    metric: str = "val_loss"
-    # minimize | maximize
-    direction: str = "minimize"
+    # the metric that ranks trials, as returned by the task; a list of metrics, e.g.
+    # [val_loss, train_time_s], with a list of directions, is a multi-objective search
+    metric: Any = "val_loss"
+    # minimize | maximize (or a list, one per metric)
+    direction: Any = "minimize"
+    # adaptive methods and pruning: where the Optuna study lives. null: a journal file in the
+    # sweep dir (no server; safe for the workers of one machine, see README before NFS);
+    # postgresql://user@host/db for many workers across nodes; sqlite:///path for one worker
+    storage: str | None = None
+    # keyword arguments of the Optuna sampler class, e.g. {n_startup_trials: 10};
+    # `type: TPESampler` may name the class (it must agree with method)
+    sampler: dict[str, Any] = field(default_factory=dict)
+    # early stopping, fed by what the task reports with sweeper.report(...) per epoch:
+    # {type: none | median | percentile | successive_halving | hyperband | wilcoxon |
+    # threshold | patient, ...keyword arguments of the Optuna pruner}; patient wraps another
+    # ({type: patient, patience: 3, wrapped: {type: median}})
+    pruner: dict[str, Any] = field(default_factory=lambda: {"type": "none"})
+    # adaptive: a trial whose worker died (killed, node lost) is told as failed and asked
+    # again with the same parameters, at most this many times
+    max_retries: int = 3
     # refuse sweeps of more trials than this, for every method (a typo can ask for billions);
     # checked from the space's sizes before anything is listed or drawn
     max_trials: int = 100_000
@@ -51,6 +71,33 @@ class SearchConf:
     max_grid_size: int | None = None
     # dotted config key -> list (categorical) or {type: ..., ...}; see README
     space: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def metrics(self) -> list[str]:
+        """The metric names, one per objective."""
+        return [str(m) for m in self.metric] if isinstance(self.metric, (list, tuple)) \
+            else [str(self.metric)]
+
+    @property
+    def directions(self) -> list[str]:
+        """One direction per metric (a single direction applies to all)."""
+        if isinstance(self.direction, (list, tuple)):
+            return [str(d) for d in self.direction]
+        return [str(self.direction)] * len(self.metrics)
+
+    @property
+    def adaptive(self) -> bool:
+        return self.method in ADAPTIVE_METHODS
+
+    @property
+    def pruning(self) -> bool:
+        return str((self.pruner or {}).get("type", "none")).lower() not in ("none", "nop",
+                                                                           "noppruner")
+
+    @property
+    def uses_study(self) -> bool:
+        """Adaptive sweeps and pruned ones keep an Optuna study."""
+        return self.adaptive or self.pruning
 
 
 @dataclass
@@ -86,6 +133,9 @@ class ClusterConf:
     setup: list[str] = field(default_factory=list)
     # slurm: trials running at once across all arrays of the sweep (the %N throttle)
     array_parallelism: int = 16
+    # slurm, adaptive methods: array tasks, each a worker that asks for trials until the
+    # study has n_trials (null: array_parallelism); at most array_parallelism run at once
+    workers: int | None = None
     # slurm: trials run one after another inside one array task
     trials_per_task: int = 1
     # slurm: at most this many tasks per array (null: the cluster's MaxArraySize)

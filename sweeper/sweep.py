@@ -58,6 +58,8 @@ def run_pending(paths: SweepPaths, record: SweepRecord, table: pa.Table, executo
     from sweeper.driver import claim_driver, refuse_if_live, release_driver
     from sweeper.locks import dir_lock
 
+    if record.search.adaptive:
+        return run_adaptive(paths, record, executor, wait, on_done)
     with dir_lock(paths.lock, "the sweep dir", timeout_s=60):
         refuse_if_live(paths)
         todo, before = pending_trials(paths, table, retry_failed)
@@ -76,6 +78,45 @@ def run_pending(paths: SweepPaths, record: SweepRecord, table: pa.Table, executo
     finally:
         if executor.runs_here:
             release_driver(paths)
+
+
+def run_adaptive(paths: SweepPaths, record: SweepRecord, executor: Executor, wait: bool = False,
+                 on_done: OnDone | None = None) -> LaunchResult:
+    """Start workers that ask the study for trials until it has ``search.n_trials``: this
+    process's slots (local), or a worker array (SLURM). Trials whose worker died are told as
+    failed and asked again first (see :mod:`sweeper.asking`)."""
+    from sweeper.asking import Asker
+    from sweeper.driver import claim_driver, refuse_if_live, release_driver
+    from sweeper.locks import dir_lock
+
+    with dir_lock(paths.lock, "the sweep dir", timeout_s=60):
+        refuse_if_live(paths)
+        asker = Asker(paths, record)
+        asker.recover()
+        left = asker.left()
+        n = record.search.n_trials or 0
+        console.print(f"[sweeper] study: {n - left} of {n} trials asked so far"
+                      f" ({_study_where(paths, record)})")
+        if left == 0:
+            console.print("[sweeper] nothing left to ask")
+            return _wait_for_active(paths, record, executor, on_done) if wait else LaunchResult()
+        if executor.runs_here:
+            claim_driver(paths)
+        submission = executor.launch_workers(paths, record, asker)
+    try:
+        if executor.runs_here or wait:
+            return executor.wait(paths, record, submission, on_done)
+        return LaunchResult(job_ids=submission.job_ids)
+    finally:
+        if executor.runs_here:
+            release_driver(paths)
+
+
+def _study_where(paths: SweepPaths, record: SweepRecord) -> str:
+    from sweeper.study import storage_url
+
+    url = storage_url(paths, record.search)
+    return "journal " + url if "://" not in url else url.split("@")[-1].split("?")[0]
 
 
 def _wait_for_active(paths: SweepPaths, record: SweepRecord, executor: Executor,
@@ -120,8 +161,8 @@ def merge_and_show(paths: SweepPaths, metric: str | None = None, direction: str 
               f"{result.curves.num_rows} curve points -> {paths.curves}")
     if not any(c["status"] == TrialState.COMPLETED.value for c in counts):
         return  # no table of the best: nothing completed yet
-    print_top(result.results, metric or record.search.metric,
-              direction or record.search.direction, record.param_keys, top)
+    print_top(result.results, metric or record.search.metrics[0],
+              direction or record.search.directions[0], record.param_keys, top)
 
 
 def print_top(results: pa.Table, metric: str, direction: str, keys: list[str], k: int = 5) -> None:

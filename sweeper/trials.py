@@ -31,7 +31,7 @@ RESERVED_COLUMNS = frozenset({
     "trial_id", "variant", "overrides", "config_hash", "seed", "status", "error", "traceback",
     "started_at", "finished_at", "duration_s", "attempt", "hostname", "slurm_job_id",
     "slurm_array_task_id", "git_commit", "git_dirty", "python_version", "torch_version",
-    "device", "config_yaml", "curve",
+    "device", "config_yaml", "curve", "optuna_trial",
 })
 _ROW_GROUP = 65_536
 

@@ -74,8 +74,8 @@ def load(paths: SweepPaths, metric: str | None = None, direction: str | None = N
     df = results.to_pandas(types_mapper=None)
     if "overrides" in df:
         df["overrides"] = df["overrides"].map(lambda v: list(v) if v is not None else [])
-    metric = metric or sweep.search.metric
-    direction = direction or sweep.search.direction
+    metric = metric or sweep.search.metrics[0]
+    direction = direction or sweep.search.directions[0]
     if direction not in ("minimize", "maximize"):
         raise ConfigError(f"direction must be minimize or maximize, got {direction!r}")
     space = [dict(s) for s in sweep.space]

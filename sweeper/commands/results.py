@@ -29,10 +29,10 @@ def _merge(args: argparse.Namespace) -> int:
     record = SweepRecord.load(paths)
     # A dir that cannot be written (a colleague's) still gives the table: merge says why.
     result = merge(paths, out=args.out)
-    metric = args.metric or record.search.metric
+    metric = args.metric or record.search.metrics[0]
     check_metric(result.results, metric, record.param_keys)
     _say_merged(result, args.out)
-    print_top(result.results, metric, args.direction or record.search.direction,
+    print_top(result.results, metric, args.direction or record.search.directions[0],
               record.param_keys, args.top)
     return 0
 

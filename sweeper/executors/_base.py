@@ -18,6 +18,7 @@ from abc import ABC, abstractmethod
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import pyarrow as pa
 
@@ -38,6 +39,7 @@ class Submission:
     trial_ids: tuple[int, ...]
     job_ids: tuple[str, ...] = ()
     rows: pa.Table | None = None  # local: the rows to run
+    asker: Any = None  # local, adaptive: the sweep's Asker, asked as slots free up
 
 
 @dataclass(frozen=True)
@@ -68,6 +70,11 @@ class Executor(ABC):
     def wait(self, paths: SweepPaths, record: SweepRecord, submission: Submission,
              on_done: OnDone | None = None) -> LaunchResult:
         """Run or watch the submitted trials until none is active; never under a lock."""
+
+    def launch_workers(self, paths: SweepPaths, record: SweepRecord, asker: Any) -> Submission:
+        """Adaptive sweeps: start workers that ask ``asker``'s study for trials until the
+        budget is spent (quick: called under the sweep dir's lock)."""
+        raise NotImplementedError(f"{type(self).__name__} runs no adaptive search")
 
     def check(self, paths: SweepPaths, record: SweepRecord, n_trials: int) -> None:  # noqa: B027
         """Check the executor's settings before anything runs (bad ones raise ConfigError)."""

@@ -19,7 +19,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from multiprocessing.connection import wait
@@ -163,10 +163,14 @@ class LocalExecutor(Executor):
         # processes start in wait().
         return Submission(tuple(trials.column("trial_id").to_pylist()), rows=trials)
 
+    def launch_workers(self, paths: SweepPaths, record: SweepRecord, asker: Any) -> Submission:
+        # Adaptive: this driver asks for a trial each time a slot frees up (see wait()).
+        return Submission((), asker=asker)
+
     def wait(self, paths: SweepPaths, record: SweepRecord, submission: Submission,
              on_done: OnDone | None = None) -> LaunchResult:
-        assert submission.rows is not None
-        rows = submission.rows.to_pylist()
+        feed: _Feed = _Asked(submission.asker) if submission.asker is not None \
+            else _Planned(submission.rows)
         modules = {taskref.module_of(v.task_fn) for v in record.variants}
         if self.gpus:
             # A task module may touch CUDA when imported; CUDA must first start in each trial,
@@ -177,22 +181,24 @@ class LocalExecutor(Executor):
         ctx = mp.get_context("forkserver")
         ctx.set_forkserver_preload(["sweeper.executors._forkserver_preload"])
         paths.logs_dir.mkdir(parents=True, exist_ok=True)
-        run = _Run(paths, record, submission.rows.schema, on_done)
+        run = _Run(paths, record, on_done)
         interrupted = False
-        with SweepProgress(len(rows)) as bar, run.signals.installed():
+        with SweepProgress(feed.total) as bar, run.signals.installed():
             try:
-                self._loop(ctx, run, deque(rows), bar)
+                self._loop(ctx, run, feed, bar)
             except KeyboardInterrupt:
                 interrupted = True
         return LaunchResult(run.states, interrupted, waited=True)
 
-    def _loop(self, ctx: Any, run: _Run, queue: deque[dict[str, Any]], bar: SweepProgress) -> None:
+    def _loop(self, ctx: Any, run: _Run, feed: _Feed, bar: SweepProgress) -> None:
         running: dict[int, _Running] = {}
         try:
-            while queue or running:
+            while True:
                 free = [s for s in range(self.max_parallel) if s not in running]
-                while queue and free:
-                    self._start(ctx, run, queue.popleft(), free.pop(0), running)
+                while free and (row := feed.take({r.trial_id for r in running.values()})):
+                    self._start(ctx, run, row, free.pop(0), running)
+                if not running:
+                    break
                 bar.update(run.states, len(running))
                 wait([r.process.sentinel for r in running.values()], timeout=0.5)
                 self._reap(run, running)
@@ -204,14 +210,15 @@ class LocalExecutor(Executor):
                 bar.update(run.states, 0)
             raise
 
-    def _start(self, ctx: Any, run: _Run, row: dict[str, Any], slot: int,
+    def _start(self, ctx: Any, run: _Run, trial: pa.Table, slot: int,
                running: dict[int, _Running]) -> None:
         paths = run.paths
+        row = trial.to_pylist()[0]
         now = time.monotonic()
         deadline = now + self.timeout_s if self.timeout_s else None
         prev = read_attempt(paths.result(int(row["trial_id"])))
         log = str(paths.local_log(slot))
-        proc = ctx.Process(target=_child, args=(str(paths.root), row, run.schema, log,
+        proc = ctx.Process(target=_child, args=(str(paths.root), row, trial.schema, log,
                                                  self._env(slot, deadline)), daemon=False)
         with run.signals.held(), _hidden_main():  # a stop now would lose track of the process
             proc.start()
@@ -300,9 +307,8 @@ def _say(line: str) -> None:
 class _Run:
     """One wait(): the sweep, and the states of the trials that ended so far."""
 
-    def __init__(self, paths: SweepPaths, record: SweepRecord, schema: pa.Schema,
-                 on_done: OnDone | None) -> None:
-        self.paths, self.record, self.schema, self.on_done = paths, record, schema, on_done
+    def __init__(self, paths: SweepPaths, record: SweepRecord, on_done: OnDone | None) -> None:
+        self.paths, self.record, self.on_done = paths, record, on_done
         self.states: Counter[TrialState] = Counter()
         self.signals = DriverSignals()
 
@@ -310,3 +316,44 @@ class _Run:
         self.states[state] += 1
         if self.on_done is not None:
             self.on_done(trial_id, state)
+
+
+class _Feed:
+    """Where the next trial comes from when a slot frees up."""
+
+    total = 0
+
+    def take(self, running: set[int]) -> pa.Table | None:
+        """The next trial's row, or None when there is none now."""
+        raise NotImplementedError
+
+
+class _Planned(_Feed):
+    """The rows claimed up front (grid, random, qmc, and resumed trials)."""
+
+    def __init__(self, rows: pa.Table | None) -> None:
+        assert rows is not None
+        self.rows, self.next, self.total = rows, 0, rows.num_rows
+
+    def take(self, running: set[int]) -> pa.Table | None:
+        if self.next >= self.rows.num_rows:
+            return None
+        self.next += 1
+        return self.rows.slice(self.next - 1, 1)
+
+
+class _Asked(_Feed):
+    """Adaptive: ask the study for each trial as a slot frees up, until the budget is spent.
+    Asked again only after a trial ends (which may hand back a lost trial's budget)."""
+
+    def __init__(self, asker: Any) -> None:
+        self.asker = asker
+        self.total = asker.left()
+        self.spent_at = -1  # trials running when the budget was last found spent
+
+    def take(self, running: set[int]) -> pa.Table | None:
+        if self.spent_at == len(running):
+            return None
+        row = self.asker.ask(active_here=running)
+        self.spent_at = len(running) if row is None else -1
+        return row

@@ -31,13 +31,14 @@ def check_search(search: SearchConf) -> None:
     if search.method not in SEARCH_METHODS:
         raise SpaceError(
             f"unknown search.method {search.method!r}{closest(str(search.method), SEARCH_METHODS)}; "
-            f"options: {', '.join(SEARCH_METHODS)} (tpe, cmaes and gp come with adaptive search)"
+            f"options: {', '.join(SEARCH_METHODS)}"
         )
-    if search.direction not in DIRECTIONS:
-        raise ConfigError(
-            f"unknown search.direction {search.direction!r}"
-            f"{closest(str(search.direction), DIRECTIONS)}; options: {', '.join(DIRECTIONS)}"
-        )
+    for direction in search.directions:
+        if direction not in DIRECTIONS:
+            raise ConfigError(
+                f"unknown search.direction {direction!r}"
+                f"{closest(direction, DIRECTIONS)}; options: {', '.join(DIRECTIONS)}"
+            )
     for name in ("max_trials", "max_grid_size"):
         limit = getattr(search, name)
         if limit is not None and limit < 1:
@@ -57,5 +58,6 @@ def _check_n_trials(search: SearchConf) -> None:
             f"search.n_trials={n:,} is over search.max_trials={search.max_trials:,} (a typo "
             f"can ask for billions of trials); lower n_trials, or raise search.max_trials={n}"
         )
-    if search.method == "random" and n is None:
-        raise SpaceError("search.method=random needs search.n_trials, e.g. search.n_trials=20")
+    if search.method != "grid" and n is None:
+        raise SpaceError(f"search.method={search.method} needs search.n_trials, e.g. "
+                         "search.n_trials=20")

@@ -129,6 +129,8 @@ def train(cfg: Any) -> dict[str, float | int]:
         else:
             state["bad"] += 1
         state["epoch"] = epoch + 1
+        if sweeper.should_prune():  # search.pruner judged it hopeless at this epoch
+            raise sweeper.TrialPruned(f"pruned after epoch {epoch} (val_loss {val_loss:.4g})")
         if state["bad"] >= int(t.patience):
             break
         if sweeper.should_checkpoint():

@@ -1,0 +1,337 @@
+"""Adaptive trials: ask the study, give each asked trial a row, tell it how the trial ended.
+
+A worker (the local driver, as a slot frees up; a SLURM array task, in a loop) calls
+:meth:`Asker.ask`. Under the sweep dir's lock it first settles trials whose worker died
+(:meth:`Asker.recover`), then checks the budget (``search.n_trials`` across all workers), asks
+Optuna and appends the trial's row to the trial table, ids continuing from the highest. The
+row carries the Optuna trial number (``optuna_trial``) and the Optuna trial the sweeper id
+(user attr ``trial_id``), so status, merge, report and resume treat adaptive trials like
+static ones.
+
+The trial's own process tells the study how it ended (:class:`StudyLink`): completed with its
+metric(s), pruned, or failed. A trial stopped from outside (cancelled, timed out, its process
+killed) is left running in the study; the next ask finds it gone from the sweep (its marker
+dead, its element out of the queue), tells it as failed and asks its parameters again, at
+most ``search.max_retries`` times, so the budget is never silently lost. The journal storage
+has no heartbeat; this detection works for every storage.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pyarrow as pa
+
+from sweeper.paths import SweepPaths
+from sweeper.record import SweepRecord
+from sweeper.state import TrialState
+
+if TYPE_CHECKING:
+    import optuna
+
+    from sweeper.results import TrialOutcome
+
+__all__ = ["OPTUNA_COLUMN", "Asker", "StudyLink", "add_number_column", "request_of"]
+
+#: The trial table's column with each adaptive trial's Optuna trial number.
+OPTUNA_COLUMN = "optuna_trial"
+_LOST = "sweeper_lost"
+_RETRIES = "sweeper_retries"
+
+
+def add_number_column(table: pa.Table, numbers: Collection[int] | None = None) -> pa.Table:
+    """The trial table with its ``optuna_trial`` column (adaptive sweeps)."""
+    values = pa.array(list(numbers) if numbers is not None else [0] * table.num_rows, pa.int64())
+    return table.append_column(OPTUNA_COLUMN, values)
+
+
+def request_of(record: SweepRecord) -> Any:
+    """The sweep's space as planned, rebuilt from the record (the rows of asked trials are
+    built by the same code as planned ones, so their columns and hashes agree)."""
+    from sweeper.overrides import SweepRequest
+    from sweeper.space import Param, SearchSpace
+
+    params = []
+    for spec in record.space:
+        fields = dict(spec)
+        for name in ("choices", "labels"):
+            if name in fields:
+                fields[name] = tuple(fields[name])
+        params.append(Param(**fields))
+    entries: list[tuple[str, Any]] = [(s.split("=")[0], s) for s in record.fixed_overrides]
+    entries += [(p.override_key, p) for p in params]
+    return SweepRequest(SearchSpace(tuple(params)), tuple(entries))
+
+
+def _variant_seed(record: SweepRecord, variant: int) -> int:
+    from omegaconf import OmegaConf
+
+    return int(OmegaConf.select(record.variants[variant].config, "seed",
+                                default=record.search.seed))
+
+
+@dataclass
+class Asker:
+    """Hands out the adaptive trials of one worker (see the module docstring)."""
+
+    paths: SweepPaths
+    record: SweepRecord
+    stream: int = 0  # this worker's sampler stream (its seed offset)
+    study: optuna.Study = field(init=False)
+
+    def __post_init__(self) -> None:
+        from sweeper.study import distributions, make_sampler, open_study
+
+        self.study = open_study(self.paths, self.record,
+                                make_sampler(self.record.search, self.stream))
+        self.dists = distributions(self.record)
+        self.request = request_of(self.record)
+        self._variants = {v.choices: i for i, v in enumerate(self.record.variants)}
+
+    # -- the budget -------------------------------------------------------------------------
+    def used(self) -> int:
+        """Trials that count against n_trials: every asked one, less those lost to a dead
+        worker (their parameters are asked again)."""
+        return sum(1 for t in self.study.get_trials(deepcopy=False)
+                   if not t.user_attrs.get(_LOST))
+
+    def left(self) -> int:
+        return max(0, int(self.record.search.n_trials or 0) - self.used())
+
+    # -- asking -----------------------------------------------------------------------------
+    def ask(self, active_here: Collection[int] = ()) -> pa.Table | None:
+        """The next trial's row (appended to the table), or None when the budget is spent.
+
+        ``active_here`` are trials this worker runs now (alive, whatever their marker says).
+        """
+        from sweeper.locks import dir_lock
+        from sweeper.trials import append_trials
+
+        with dir_lock(self.paths.lock, "the sweep dir", timeout_s=300):
+            self.recover(active_here)
+            if self.left() <= 0:
+                return None
+            trial = self.study.ask(self.dists)
+            rows = append_trials(self.paths, self._row(trial.params, trial.number))
+            tid = int(rows.column("trial_id")[0].as_py())
+            trial.set_user_attr("trial_id", tid)
+        return rows
+
+    def _row(self, params: Mapping[str, Any], number: int) -> pa.Table:
+        from sweeper.strategies import Design
+        from sweeper.trials import build_table
+
+        columns = []
+        for p in self.request.space.params:
+            value = params[p.key]
+            if p.kind == "categorical":
+                options = list(self.dists[p.key].choices)  # type: ignore[attr-defined]
+                data = np.array([options.index(value)], dtype=np.int64)
+            else:
+                data = np.array([value], dtype=np.int64 if p.kind == "int" else np.float64)
+            columns.append((p, data))
+        groups = tuple(f"{p.override_key}={p.labels[int(d[0])]}" for p, d in columns if p.group)
+        variant = self._variants[groups]
+        table, _ = build_table(self.request, Design(1, tuple(columns)),
+                               np.array([variant], dtype=np.int64),
+                               [v.config_hash for v in self.record.variants],
+                               [_variant_seed(self.record, i)
+                                for i in range(len(self.record.variants))])
+        return add_number_column(table, [number])
+
+    # -- trials whose worker died -----------------------------------------------------------
+    def recover(self, active_here: Collection[int] = ()) -> list[int]:
+        """Tell the study about running trials that no worker runs any more; ask their
+        parameters again (up to ``search.max_retries``). Call under the sweep dir's lock.
+        Returns the sweeper ids of the trials found lost."""
+        import optuna
+
+        running = self.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+        running = [t for t in running if t.user_attrs.get("trial_id") not in active_here]
+        if not running:
+            return []
+        from sweeper.status import sweep_state
+
+        states = sweep_state(self.paths).states
+        lost = []
+        for t in running:
+            tid = t.user_attrs.get("trial_id")
+            state = states.get(tid) if tid is not None else TrialState.LOST
+            if state is None or state.is_active():
+                continue  # queued, running, or just ended and its row is on its way
+            if tid is not None and self._settle_from_row(t, int(tid)):
+                continue
+            self._lose(t, tid)
+            if tid is not None:
+                lost.append(int(tid))
+        return lost
+
+    def _settle_from_row(self, t: optuna.trial.FrozenTrial, tid: int) -> bool:
+        """A trial whose row is final but whose tell never reached the study: tell it now."""
+        row = read_row(self.paths, tid)
+        if row is None:
+            return False
+        state = TrialState.parse(row.get("status"))
+        if state is TrialState.FAILED and not row.get("traceback"):
+            return False  # its process died (the driver wrote the row): lost, not failed
+        if state in (TrialState.COMPLETED, TrialState.PRUNED, TrialState.FAILED):
+            _tell(self.study, t.number, state, row, self.record)
+            return True
+        return False
+
+    def _lose(self, t: optuna.trial.FrozenTrial, tid: Any) -> None:
+        import optuna
+
+        retries = int(t.user_attrs.get(_RETRIES, 0))
+        again = retries < self.record.search.max_retries
+        self.study._storage.set_trial_user_attr(t._trial_id, _LOST, True)
+        self.study.tell(t.number, state=optuna.trial.TrialState.FAIL, skip_if_finished=True)
+        what = f"trial {tid}" if tid is not None else f"optuna trial {t.number} (no row yet)"
+        if again:
+            self.study.enqueue_trial(dict(t.params), user_attrs={_RETRIES: retries + 1,
+                                                                 "retry_of": tid})
+        note = (f"its worker died mid-trial; told the study it failed and asked its parameters "
+                f"again (retry {retries + 1} of {self.record.search.max_retries})" if again else
+                f"its worker died mid-trial, and its parameters were retried "
+                f"search.max_retries={self.record.search.max_retries} times already; not again")
+        print(f"[sweeper] {what}: {note}", file=sys.stderr, flush=True)
+        if tid is not None:
+            _mark_lost(self.paths, self.record, int(tid), note)
+
+
+def _mark_lost(paths: SweepPaths, record: SweepRecord, tid: int, note: str) -> None:
+    """Give the lost trial a row (failed, without traceback), unless a stopped one is there."""
+    from sweeper.results import read_state
+    from sweeper.runner import write_orphan
+
+    if read_state(paths.result(tid)) is not None:
+        return
+    try:
+        write_orphan(paths, record, tid, TrialState.FAILED, note)
+    except Exception as ex:  # the study knows; the row is a courtesy
+        print(f"[sweeper] could not write the row of lost trial {tid}: {ex}", file=sys.stderr)
+
+
+def read_row(paths: SweepPaths, tid: int) -> dict[str, Any] | None:
+    import pyarrow.parquet as pq
+
+    try:
+        row: dict[str, Any] = pq.read_table(paths.result(tid)).to_pylist()[0]
+        return row
+    except (OSError, pa.ArrowException, IndexError):
+        return None
+
+
+def _values(record: SweepRecord, metrics: Mapping[str, Any]) -> list[float] | None:
+    try:
+        values = [float(metrics[m]) for m in record.search.metrics]
+    except (KeyError, TypeError, ValueError):
+        return None
+    return values if all(np.isfinite(values)) else None
+
+
+def _tell(study: optuna.Study, number: int, state: TrialState, metrics: Mapping[str, Any],
+          record: SweepRecord) -> None:
+    import optuna
+
+    if state is TrialState.COMPLETED and (values := _values(record, metrics)) is not None:
+        study.tell(number, values, skip_if_finished=True)
+    elif state is TrialState.PRUNED:
+        study.tell(number, state=optuna.trial.TrialState.PRUNED, skip_if_finished=True)
+    else:
+        study.tell(number, state=optuna.trial.TrialState.FAIL, skip_if_finished=True)
+
+
+class StudyLink:
+    """A running trial's Optuna trial: what ``sweeper.report`` feeds (for pruning) and what
+    is told when the trial ends. Any storage failure is said once and then ignored: the
+    trial goes on without pruning, and a trial never told is recovered as lost later."""
+
+    def __init__(self, paths: SweepPaths, record: SweepRecord, row: Mapping[str, Any]) -> None:
+        import optuna
+
+        from sweeper.study import open_study
+
+        self.record = record
+        self.metric = record.search.metrics[0]
+        self.study = open_study(paths, record)
+        number = row.get(OPTUNA_COLUMN)
+        if number is None:  # a static trial, pruned: its study trial starts with it
+            number = self._add(row)
+        self.number = int(number)
+        storage = self.study._storage
+        trial_id = storage.get_trial_id_from_study_id_trial_number(self.study._study_id,
+                                                                    self.number)
+        self.trial = optuna.trial.Trial(self.study, trial_id)
+        self.broken = False
+
+    def _add(self, row: Mapping[str, Any]) -> int:
+        import optuna
+
+        from sweeper.study import distributions
+
+        dists = distributions(self.record)
+        params = {}
+        for key, dist in dists.items():
+            value = row[key]
+            if isinstance(dist, optuna.distributions.CategoricalDistribution) \
+                    and value not in dist.choices:
+                continue  # a value the study cannot hold (kept in the row)
+            params[key] = value
+        self.study.add_trial(optuna.trial.create_trial(
+            params=params, distributions={k: dists[k] for k in params},
+            state=optuna.trial.TrialState.RUNNING,
+            user_attrs={"trial_id": int(row["trial_id"])}))
+        return self.study.get_trials(deepcopy=False)[-1].number
+
+    def report(self, epoch: int, metrics: Mapping[str, float]) -> None:
+        value = metrics.get(self.metric)
+        if value is None or not np.isfinite(value) or self.broken:
+            return
+        try:
+            self.trial.report(float(value), int(epoch))
+        except Exception as ex:  # the trial goes on, unpruned
+            self.broken = True
+            print(f"[sweeper] could not report to the study ({type(ex).__name__}: {ex}); "
+                  "this trial is not pruned", flush=True)
+
+    def should_prune(self) -> bool:
+        return not self.broken and bool(self.trial.should_prune())
+
+    def tell(self, outcome: TrialOutcome) -> None:
+        """Tell how the trial ended; stopped ones (cancelled, timed out, requeued) stay
+        running in the study, for the next ask to recover or the requeued task to go on."""
+        if outcome.status in (TrialState.COMPLETED, TrialState.PRUNED) or (
+                outcome.status is TrialState.FAILED and outcome.traceback):
+            _tell(self.study, self.number, outcome.status, outcome.metrics or {}, self.record)
+
+
+def durations_s(study: optuna.Study) -> list[float]:
+    """How long the completed trials took, for a worker to judge whether the next fits."""
+    import optuna
+
+    out = []
+    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
+        if t.datetime_start and t.datetime_complete:
+            out.append((t.datetime_complete - t.datetime_start).total_seconds())
+    return out
+
+
+def fits_before(deadline: float, durations: list[float], margin_s: float) -> bool:
+    """Whether a trial, judged by the 90th percentile of finished ones, ends before the
+    deadline (with a margin for writing its row). With none finished, it is tried.
+
+    >>> fits_before(time.time() + 100, [10.0, 20.0], 30.0)
+    True
+    >>> fits_before(time.time() + 100, [10.0, 90.0], 30.0)
+    False
+    """
+    if not durations:
+        return True
+    expected = float(np.percentile(durations, 90))
+    return time.time() + expected + margin_s < deadline
