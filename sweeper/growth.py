@@ -1,8 +1,10 @@
 """Growing a sweep's budget: ``sweeper resume DIR --n-trials N``.
 
-Random draws are prefix-stable (one seeded stream), so growing a random sweep appends the
-stream's next points as new rows, with ids that continue; the first trials never change and
-no point repeats in a finite space. A grid is fixed by its space, so it cannot grow.
+Random and Sobol draws are prefix-stable (one seeded stream), so growing a random or qmc sweep
+appends the stream's next points as new rows, with ids that continue; the first trials never
+change and no point repeats in a finite space. An adaptive sweep (tpe, gp, cmaes) grows by
+raising its budget: the same study goes on, asking for the new trials. A grid is fixed by its
+space, so it cannot grow.
 """
 
 from __future__ import annotations
@@ -28,10 +30,13 @@ def grow(paths: SweepPaths, record: SweepRecord, n_trials: int) -> SweepRecord:
     from sweeper.trials import trial_ids
 
     method = record.search.method
-    if method != "random":
+    if record.search.adaptive:
+        return _raise_budget(paths, record, n_trials)
+    if method not in ("random", "qmc"):
         raise ConfigError(
-            f"--n-trials grows random sweeps only, and this one is {method}: a grid is fixed by "
-            "its space; plan a wider space into a new dir with hydra.sweep.dir=<new path>")
+            f"--n-trials grows random, qmc and adaptive sweeps, and this one is {method}: a grid "
+            "is fixed by its space; plan a wider space into a new dir with "
+            "hydra.sweep.dir=<new path>")
     held = len(trial_ids(paths))
     if n_trials <= held:
         raise ConfigError(f"--n-trials {n_trials} does not grow the sweep: it holds {held} "
@@ -40,6 +45,25 @@ def grow(paths: SweepPaths, record: SweepRecord, n_trials: int) -> SweepRecord:
     print(f"[sweeper] grew {paths.root} from {held} to {len(trial_ids(paths))} trials",
           file=sys.stderr)
     return SweepRecord.load(paths)
+
+
+def _raise_budget(paths: SweepPaths, record: SweepRecord, n_trials: int) -> SweepRecord:
+    """An adaptive sweep's study goes on to ``n_trials``: only the budget in sweep.yaml grows."""
+    import dataclasses
+
+    from sweeper.locks import dir_lock
+
+    with dir_lock(paths.lock, "the sweep dir", timeout_s=60):
+        record = SweepRecord.load(paths)
+        held = int(record.search.n_trials or 0)
+        if n_trials <= held:
+            raise ConfigError(f"--n-trials {n_trials} does not grow the sweep: its budget is "
+                              f"{held} trials already; ask for more, e.g. --n-trials {held * 2}")
+        record = record.replace(search=dataclasses.replace(record.search, n_trials=n_trials))
+        record.save(paths)
+    print(f"[sweeper] the study of {paths.root} goes on from {held} to {n_trials} trials",
+          file=sys.stderr)
+    return record
 
 
 def _replan(paths: SweepPaths, record: SweepRecord, n_trials: int) -> None:

@@ -187,6 +187,10 @@ class SweepWatcher:
         queue = queue_states(job_ids) if job_ids else {}
         rows = read_row_facts(self.paths)
         markers = read_markers(self.paths)
+        for tid, m in markers.items():
+            if tid not in assigned and m.element:
+                # An adaptive worker's trial: the element that asked for it runs it.
+                assigned[tid] = Assignment(m.element, m.started_at)
         driver = read_driver(self.paths)
         driver_alive = driver.alive() if driver else False
         if queue is not None:  # an unreadable queue says nothing about what left it

@@ -1,4 +1,5 @@
-"""Search strategies: grid and random now; Optuna-backed adaptive ones later."""
+"""Search strategies: grid, random and qmc plan every trial up front; the adaptive ones
+(tpe, gp, cmaes) ask Optuna as workers free up (:mod:`sweeper.strategies.adaptive`)."""
 
 from __future__ import annotations
 
@@ -6,9 +7,11 @@ from sweeper.errors import ConfigError, SpaceError, closest
 from sweeper.schema import DIRECTIONS, SEARCH_METHODS, SearchConf
 from sweeper.strategies._base import Design, Strategy
 from sweeper.strategies.grid import GridStrategy
+from sweeper.strategies.qmc import QmcStrategy
 from sweeper.strategies.random import RandomStrategy
 
-__all__ = ["Design", "GridStrategy", "RandomStrategy", "Strategy", "check_search", "make_strategy"]
+__all__ = ["Design", "GridStrategy", "QmcStrategy", "RandomStrategy", "Strategy", "check_search",
+           "make_strategy"]
 
 
 def make_strategy(search: SearchConf) -> Strategy:
@@ -20,6 +23,8 @@ def make_strategy(search: SearchConf) -> Strategy:
     check_search(search)
     if search.method == "random":
         return RandomStrategy(search.n_trials or 0, search.seed)
+    if search.method == "qmc":
+        return QmcStrategy(search.n_trials or 0, search.seed)
     if search.max_grid_size is not None:
         return GridStrategy(search.max_grid_size, search.n_trials, search.allow_truncate,
                             "search.max_grid_size")
@@ -44,6 +49,10 @@ def check_search(search: SearchConf) -> None:
         if limit is not None and limit < 1:
             raise ConfigError(f"search.{name} must be at least 1, got {limit}; e.g. "
                               f"search.{name}=100000")
+    if search.method in ("random", "qmc") and search.seed < 0:
+        # numpy's generators (which both draw from) refuse negative seeds with a traceback
+        raise ConfigError(f"search.seed must be at least 0 for search.method={search.method}, "
+                          f"got {search.seed}; e.g. search.seed=0")
     _check_n_trials(search)
 
 
@@ -59,5 +68,6 @@ def _check_n_trials(search: SearchConf) -> None:
             f"can ask for billions of trials); lower n_trials, or raise search.max_trials={n}"
         )
     if search.method != "grid" and n is None:
+        example = 16 if search.method == "qmc" else 20  # Sobol points balance at powers of two
         raise SpaceError(f"search.method={search.method} needs search.n_trials, e.g. "
-                         "search.n_trials=20")
+                         f"search.n_trials={example}")

@@ -18,6 +18,7 @@ import sys
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 
@@ -133,10 +134,36 @@ class SlurmExecutor(Executor):
         """Write the launch record, then submit its arrays (see :func:`chains`)."""
         c = self.cluster
         ids = trials.column("trial_id").to_pylist()
-        number = next_number(paths)
         chunk = min(max_array_size(), c.max_array_size or sys.maxsize)
-        launch = Launch(number, compress_ids(ids), c.trials_per_task, chunk, c.max_retries,
-                        c.signal_delay_s)
+        launch = Launch(next_number(paths), compress_ids(ids), c.trials_per_task, chunk,
+                        c.max_retries, c.signal_delay_s)
+        jobs = self._submit_launch(paths, record, launch)
+        err.print(f"[sweeper] submitted {len(ids)} trials as {len(jobs)} array(s): {', '.join(jobs)} "
+                  f"({launch.n_tasks} tasks, at most {c.array_parallelism} at once)")
+        err.print(f"[sweeper] sweep dir: {paths.root}")
+        return Submission(tuple(ids), jobs)
+
+    def launch_workers(self, paths: SweepPaths, record: SweepRecord, asker: Any) -> Submission:
+        """Adaptive: an array of workers, each asking the study for trials until it has
+        ``n_trials``; ``array_parallelism`` of them run at once."""
+        c = self.cluster
+        left = asker.left()
+        n = max(1, min(c.workers or c.array_parallelism, left))
+        chunk = min(max_array_size(), c.max_array_size or sys.maxsize)
+        launch = Launch(next_number(paths), [], 1, chunk, c.max_retries, c.signal_delay_s,
+                        workers=n)
+        jobs = self._submit_launch(paths, record, launch)
+        err.print(f"[sweeper] submitted {n} worker(s) as {len(jobs)} array(s): {', '.join(jobs)} "
+                  f"(at most {c.array_parallelism} at once); they ask for the {left} trial(s) "
+                  "left, each as one frees up")
+        err.print(f"[sweeper] sweep dir: {paths.root}")
+        return Submission((), jobs)
+
+    def _submit_launch(self, paths: SweepPaths, record: SweepRecord, launch: Launch
+                       ) -> tuple[str, ...]:
+        """Write the launch record, then its arrays (see :func:`chains`)."""
+        c = self.cluster
+        number, chunk = launch.number, launch.chunk_tasks
         paths.logs_dir.mkdir(parents=True, exist_ok=True)
         script = self._write_script(paths, number, record.python or sys.executable)
         if not self._checked:  # resume comes here without check()
@@ -158,11 +185,7 @@ class SlurmExecutor(Executor):
             previous[chain] = r.stdout.strip().split(";")[0]
             launch.arrays.append(ArrayRecord(previous[chain], first, n))
             launch.write(paths)
-        jobs = tuple(a.job_id for a in launch.arrays)
-        err.print(f"[sweeper] submitted {len(ids)} trials as {len(jobs)} array(s): {', '.join(jobs)} "
-                  f"({launch.n_tasks} tasks, at most {c.array_parallelism} at once)")
-        err.print(f"[sweeper] sweep dir: {paths.root}")
-        return Submission(tuple(ids), jobs)
+        return tuple(a.job_id for a in launch.arrays)
 
     def wait(self, paths: SweepPaths, record: SweepRecord, submission: Submission,
              on_done: OnDone | None = None, poll_interval_s: float = 5.0) -> LaunchResult:
@@ -177,17 +200,24 @@ class SlurmExecutor(Executor):
         what = f"array(s) {', '.join(submission.job_ids)}" if submission.job_ids else "them"
         err.print(f"[sweeper] waiting for {what} (Ctrl-C stops waiting, not the trials)")
         wanted = set(submission.trial_ids)
+        # Adaptive workers ask for their trials as they go: every trial of the sweep counts,
+        # and the wait ends when the workers have left the queue too.
+        workers = not wanted and bool(submission.job_ids)
+        total = int(record.search.n_trials or 0) if workers else len(wanted)
         watcher = SweepWatcher(paths)
         told: dict[int, TrialState] = {}
         blind_since: float | None = None
-        with SweepProgress(len(wanted)) as bar:
+        with SweepProgress(total) as bar:
             try:
                 while True:
                     state = watcher.poll()
-                    mine = {t: s for t, s in state.states.items() if t in wanted}
+                    mine = {t: s for t, s in state.states.items() if workers or t in wanted}
                     _tell(mine, told, on_done)
                     bar.update(Counter(s for s in mine.values() if s.is_finished()),
                                sum(s is TrialState.RUNNING for s in mine.values()))
+                    if workers and _still_queued(submission.job_ids):
+                        time.sleep(poll_interval_s)
+                        continue
                     if state.queue_ok and not any(s.is_active() for s in mine.values()):
                         return LaunchResult(Counter(mine.values()), job_ids=submission.job_ids,
                                             waited=True)
@@ -214,6 +244,11 @@ class SlurmExecutor(Executor):
         if int(now - since) // 60 != int(now - since - 5) // 60 or now == since:
             err.print(f"[sweeper] squeue fails ({now - since:.0f}s so far); still waiting")
         return since
+
+
+def _still_queued(job_ids: tuple[str, ...]) -> bool:
+    queued = queue_states(list(job_ids))
+    return queued is None or bool(queued)
 
 
 def _tell(mine: dict[int, TrialState], told: dict[int, TrialState], on_done: OnDone | None) -> None:

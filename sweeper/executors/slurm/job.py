@@ -15,6 +15,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,10 @@ from sweeper.executors.slurm.records import read_launch, register_external_array
 from sweeper.paths import SweepPaths
 from sweeper.record import SweepRecord
 from sweeper.runner import exit_code, rows_by_id, run_rows
-from sweeper.state import TrialState
+from sweeper.schema import SLURM_TIMEOUT_MIN
+from sweeper.state import STOPPED, TrialState
+
+_started = time.time()  # this array task's start, near enough: its time limit counts from it
 
 __all__ = ["main"]
 
@@ -81,8 +85,12 @@ def main(sweep_dir: Path, trials: str | None, launch_no: int | None, offset: int
         register_external_array(paths, os.environ["SLURM_ARRAY_JOB_ID"],
                                 int(os.environ["SLURM_ARRAY_TASK_MIN"]),
                                 int(os.environ["SLURM_ARRAY_TASK_MAX"]), max_retries, delay_s)
-    print(f"[sweeper] job {_element_id()} on {os.uname().nodename}: trials {ids}", flush=True)
-    statuses = run_rows(paths, record, rows_by_id(paths, ids))
+    if launch is not None and launch.workers:
+        statuses = _work(paths, record, delay_s)
+        ids = []  # a worker's trials are those it asked for
+    else:
+        print(f"[sweeper] job {_element_id()} on {os.uname().nodename}: trials {ids}", flush=True)
+        statuses = run_rows(paths, record, rows_by_id(paths, ids))
     if context.stop_requested() and (len(statuses) < len(ids) or statuses[-1] in
                                      (TrialState.REQUEUED, TrialState.TIMEOUT)):
         restarts = int(os.environ.get("SLURM_RESTART_COUNT", "0"))
@@ -97,4 +105,44 @@ def main(sweep_dir: Path, trials: str | None, launch_no: int | None, offset: int
         else:
             print(f"[sweeper] not requeued: its {restarts} restarts used all of "
                   f"cluster.max_retries={max_retries}", flush=True)
-    return exit_code(statuses, len(ids))
+    return exit_code(statuses, len(ids) or len(statuses))
+
+
+def _work(paths: SweepPaths, record: SweepRecord, delay_s: int) -> list[TrialState]:
+    """An adaptive worker: go on with this element's own checkpointed trial when requeued,
+    then ask -> run -> tell until the study has n_trials, the scheduler warns, or the next
+    trial (judged by the finished ones) would not end before the time limit."""
+    from sweeper.asking import Asker, durations_s, fits_before
+
+    element = _element_id()
+    task = int(os.environ.get("SLURM_ARRAY_TASK_ID", "0"))
+    asker = Asker(paths, record, stream=1 + task)
+    deadline = _started + 60 * (record.cluster.timeout_min or SLURM_TIMEOUT_MIN)
+    print(f"[sweeper] worker {element} on {os.uname().nodename}: asking the study for trials",
+          flush=True)
+    statuses: list[TrialState] = []
+    todo = _requeued_here(paths, element)
+    while not context.stop_requested():
+        if todo:
+            rows = rows_by_id(paths, [todo.pop(0)])
+        elif not fits_before(deadline - delay_s, durations_s(asker.study), margin_s=30.0):
+            print("[sweeper] not asking for another trial: the finished ones took too long to "
+                  "end before this task's time limit", flush=True)
+            break
+        elif (rows := asker.ask()) is None:
+            print("[sweeper] the study has all its trials; this worker is done", flush=True)
+            break
+        statuses += run_rows(paths, record, rows)
+        if not statuses or statuses[-1] in STOPPED:
+            break
+    return statuses
+
+
+def _requeued_here(paths: SweepPaths, element: str) -> list[int]:
+    """Trials this element checkpointed before it was requeued: they go on first."""
+    from sweeper.attempts import read_markers
+    from sweeper.results import read_state
+
+    mine = [tid for tid, m in read_markers(paths).items() if m.element == element]
+    return [tid for tid in sorted(mine)
+            if read_state(paths.result(tid)) in (TrialState.REQUEUED, TrialState.TIMEOUT)]

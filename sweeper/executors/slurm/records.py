@@ -67,6 +67,9 @@ class Launch:
     signal_delay_s: int
     created_at: float = field(default_factory=time.time)
     arrays: list[ArrayRecord] = field(default_factory=list)
+    #: adaptive sweeps: the array tasks are this many workers that ask the study for trials
+    #: (no trial is assigned up front; each trial's marker names the element that ran it)
+    workers: int = 0
 
     @property
     def trial_ids(self) -> list[int]:
@@ -74,6 +77,8 @@ class Launch:
 
     @property
     def n_tasks(self) -> int:
+        if self.workers:
+            return self.workers
         return -(-len(self.trial_ids) // self.trials_per_task)
 
     def trials_of_task(self, global_task: int) -> list[int]:
