@@ -114,11 +114,13 @@ def run_sweep(master: DictConfig, hydra_context: Any, task_function: Any,
     plan = plan_sweep(paths, search, request, _composer(loader, master), cluster=cluster,
                       executor=kind, is_group=_is_group(loader), task_fallback=fallback,
                       command=list(arguments), config_source=_config_source(master),
-                      check=lambda record, n: executor.check(paths, record, n))
+                      check=lambda record, n: executor.check(paths, record, n),
+                      workers=executor.workers)
     verb = "found" if plan.existed else "planned"
     grown = f", {plan.added} added" if plan.added else ""
-    console.print(f"[sweeper] {verb} {plan.n_trials} trials{grown} ({_describe_space(plan)}) "
-                  f"in {paths.root}")
+    count = (f"up to {search.n_trials} trials, asked as workers free up" if search.adaptive
+             else f"{plan.n_trials} trials{grown}")
+    console.print(f"[sweeper] {verb} {count} ({_describe_space(plan)}) in {paths.root}")
     console.print(f"[sweeper] runs on: {executor.describe()}")
     if settings.dry_run:
         _print_head(plan)

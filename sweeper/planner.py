@@ -258,6 +258,7 @@ def plan_sweep(
     command: Sequence[str] = (),
     config_source: tuple[str, str] = ("", ""),
     check: Callable[[SweepRecord, int], None] | None = None,
+    workers: int = 1,
 ) -> Plan:
     """Expand, compose, validate and write ``trials.parquet`` and ``sweep.yaml``.
 
@@ -274,7 +275,7 @@ def plan_sweep(
     from sweeper.locks import dir_lock
     from sweeper.study import check_study_settings
 
-    check_study_settings(search)
+    check_study_settings(search, workers)
     if search.adaptive:
         from sweeper.strategies import check_search
         from sweeper.strategies.adaptive import VariantsOnly

@@ -115,7 +115,10 @@ def make_sampler(search: SearchConf, stream: int = 0) -> optuna.samplers.BaseSam
     kwargs.pop("type", None)
     cls = getattr(optuna.samplers, SAMPLERS[kind])
     if "seed" in inspect.signature(cls.__init__).parameters:
-        kwargs["seed"] = int(kwargs.get("seed", search.seed)) * 1_000_003 + stream
+        seed = kwargs.get("seed", search.seed)
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            raise ConfigError(f"search.sampler.seed must be a whole number, got {seed!r}")
+        kwargs["seed"] = (seed * 1_000_003 + stream) % 2**32
     return _construct(cls, kwargs, "search.sampler")
 
 
@@ -209,7 +212,7 @@ def _storage(paths: SweepPaths, search: SearchConf) -> Any:
             raise ConfigError(f"cannot open search.storage={search.storage!r} "
                               f"({type(ex).__name__}: {str(ex).splitlines()[0]}); check the "
                               "URL, the server, and that its driver is installed "
-                              "(pip install psycopg2-binary for PostgreSQL)") from None
+                              "(pip install 'sweeper[postgres]' for PostgreSQL)") from None
     from optuna.storages import JournalStorage
     from optuna.storages.journal import JournalFileBackend
 

@@ -42,6 +42,8 @@ class ReportData:
     direction: str
     params: list[str]
     space: list[dict[str, Any]]
+    #: (metric, direction) per objective of a multi-objective search; empty: ``metric`` alone
+    objectives: tuple[tuple[str, str], ...] = ()
 
     @property
     def done(self) -> pd.DataFrame:
@@ -85,7 +87,14 @@ def load(paths: SweepPaths, metric: str | None = None, direction: str | None = N
         raise ConfigError(f"the results have no metric {metric!r}{closest(metric, numeric)}; "
                           f"metrics: {', '.join(numeric) or 'none'}")
     return ReportData(paths, sweep, df, merged.curves.to_pandas(), metric, direction,
-                      sweep.param_keys, space)
+                      sweep.param_keys, space, _objectives(sweep, metric))
+
+
+def _objectives(sweep: SweepRecord, metric: str) -> tuple[tuple[str, str], ...]:
+    """The search's objectives when it has several and ranks by one of them; a report ranked
+    by another metric (``--metric``) looks at that metric alone."""
+    goals = tuple(zip(sweep.search.metrics, sweep.search.directions, strict=False))
+    return goals if len(goals) > 1 and metric in sweep.search.metrics else ()
 
 
 def _numeric(col: pd.Series) -> bool:

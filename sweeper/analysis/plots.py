@@ -1,5 +1,7 @@
-"""The report's plots, drawn with headless matplotlib (Agg). Each returns a Figure or None
-when the sweep has nothing to show for it (e.g. a heatmap needs two searched keys)."""
+"""The report's PNG plots that Optuna has no equivalent for (the heatmap, the top trials'
+curves, failures, a Pareto front of any two metrics), drawn with headless matplotlib (Agg).
+Each returns a Figure or None when the sweep has nothing to show for it (e.g. a heatmap needs
+two searched keys). Optuna draws the rest: :mod:`sweeper.analysis.optuna_plots`."""
 
 from __future__ import annotations
 
@@ -13,10 +15,12 @@ import pandas as pd
 from sweeper.analysis.data import ReportData
 from sweeper.state import TrialState
 
-__all__ = ["heatmap_data", "history", "y_scale"]
+__all__ = ["curves", "failures", "heatmap", "heatmap_data", "history", "pareto", "pyplot",
+           "y_scale"]
 
 
-def _plt() -> Any:
+def pyplot() -> Any:
+    """matplotlib.pyplot, headless."""
     import matplotlib
 
     matplotlib.use("Agg")  # headless: no display needed, on a laptop or a cluster node
@@ -61,7 +65,7 @@ def heatmap(data: ReportData, x: str | None, y: str | None) -> Any:
     table = heatmap_data(data, x, y)
     if table.empty:
         return None
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(1.2 * table.shape[1] + 3, 0.8 * table.shape[0] + 2))
     cmap = "viridis_r" if data.direction == "minimize" else "viridis"
     im = ax.imshow(table.to_numpy(float), cmap=cmap, aspect="auto")
@@ -74,18 +78,6 @@ def heatmap(data: ReportData, x: str | None, y: str | None) -> Any:
     ax.set_ylabel(y)
     ax.set_title(f"best {data.metric} per cell")
     fig.colorbar(im, ax=ax, label=data.metric)
-    return fig
-
-
-def importance(data: ReportData, values: dict[str, float]) -> Any:
-    if not values:
-        return None
-    plt = _plt()
-    keys = list(values)[::-1]
-    fig, ax = plt.subplots(figsize=(7, 0.5 * len(keys) + 1.5))
-    ax.barh(keys, [values[k] for k in keys], color="tab:blue")
-    ax.set_xlabel("importance (PED-ANOVA, Optuna)")
-    ax.set_title(f"which keys matter for {data.metric}")
     return fig
 
 
@@ -108,79 +100,12 @@ def y_scale(values: np.ndarray) -> tuple[str, dict[str, float]]:
 
 
 def history(data: ReportData) -> Any:
-    if data.done.empty:
-        return None
-    done = data.done.sort_values("finished_at")
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(8, 4))
-    values = done[data.metric].to_numpy(float)
-    best = np.minimum.accumulate(values) if data.direction == "minimize" else np.maximum.accumulate(values)
-    ax.scatter(range(len(values)), values, s=14, label="trial", color="tab:blue")
-    ax.step(range(len(values)), best, where="post", color="tab:red", label="best so far")
-    ax.set_xlabel("completed trials, in finishing order")
-    ax.set_ylabel(data.metric)
-    scale, options = y_scale(values)
-    ax.set_yscale(scale, **options)
-    ax.legend()
-    ax.set_title("optimization history")
-    return fig
+    """Optuna's optimization history of ``data`` as history.png shows it (on the y scale of
+    :func:`y_scale`); None without completed trials."""
+    from sweeper.analysis.optuna_plots import static  # it imports this module
+    from sweeper.analysis.study_view import study_from_rows
 
-
-def _axis_values(data: ReportData, key: str) -> tuple[np.ndarray, list[str] | None]:
-    col = data.done[key]
-    if _numeric(col):
-        v = col.to_numpy(float)
-        v = np.log10(v) if _is_log(data, key) and (v > 0).all() else v
-        return v, None
-    cats = sorted(col.astype(str).unique())
-    return col.astype(str).map(cats.index).to_numpy(float), cats
-
-
-def parallel(data: ReportData) -> Any:
-    keys = [k for k in data.params if k in data.done]
-    if not keys or len(data.done) < 2:
-        return None
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(2 + 1.6 * (len(keys) + 1), 4.5))
-    axes = [*keys, data.metric]
-    cols = []
-    metric = data.done[data.metric].to_numpy(float)
-    skewed = (metric > 0).all() and metric.max() > 10 * metric.min()
-    for key in axes:
-        if key == data.metric:
-            v = np.log10(metric) if skewed else metric
-        else:
-            v, _ = _axis_values(data, key)
-        span = v.max() - v.min()
-        cols.append((v - v.min()) / span if span > 0 else v * 0 + 0.5)
-    # Colour by rank, so a few outliers do not wash out the rest.
-    norm = pd.Series(metric).rank(pct=True).to_numpy()
-    cmap = plt.get_cmap("viridis_r" if data.direction == "minimize" else "viridis")
-    for i in np.argsort(-norm if data.direction == "minimize" else norm):
-        ax.plot(range(len(axes)), [c[i] for c in cols], color=cmap(norm[i]), alpha=0.6, lw=1)
-    labels = [f"{k}{' (log)' if _is_log(data, k) or (k == data.metric and skewed) else ''}" for k in axes]
-    ax.set_xticks(range(len(axes)), labels, rotation=20)
-    ax.set_yticks([])
-    ax.set_title("parallel coordinates (each axis scaled to its range)")
-    return fig
-
-
-def slices(data: ReportData) -> Any:
-    keys = [k for k in data.params if k in data.done]
-    if not keys or data.done.empty:
-        return None
-    plt = _plt()
-    fig, axs = plt.subplots(1, len(keys), figsize=(3.2 * len(keys) + 1, 3.4), squeeze=False)
-    for ax, key in zip(axs[0], keys, strict=True):
-        v, cats = _axis_values(data, key)
-        ax.scatter(v, data.done[data.metric], s=14, alpha=0.7)
-        if cats is not None:
-            ax.set_xticks(range(len(cats)), cats, rotation=20)
-        ax.set_xlabel(f"log10 {key}" if _is_log(data, key) and cats is None else key)
-        ax.set_ylabel(data.metric)
-    fig.suptitle("slices: the metric against each key")
-    fig.tight_layout()
-    return fig
+    return static("history", study_from_rows(data), data)
 
 
 def curves(data: ReportData, top: Sequence[int]) -> Any:
@@ -190,7 +115,7 @@ def curves(data: ReportData, top: Sequence[int]) -> Any:
         (c for c in data.curves.columns if c not in ("trial_id", "epoch")), None)
     if name is None:
         return None
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(8, 4.5))
     pruned = set(data.results.loc[data.results["status"] == TrialState.PRUNED.value, "trial_id"])
     longest = data.curves["epoch"].max()
@@ -215,7 +140,7 @@ def failures(data: ReportData) -> Any:
     bad = data.failed
     if bad.empty:
         return None
-    plt = _plt()
+    plt = pyplot()
     reasons = bad["error"].fillna(bad["status"]).map(lambda e: str(e).splitlines()[0][:70])
     counts = reasons.value_counts()
     fig, ax = plt.subplots(figsize=(8, 0.5 * len(counts) + 1.5))
@@ -227,7 +152,7 @@ def failures(data: ReportData) -> Any:
 
 
 def pareto(data: ReportData, a: str, b: str, mask: pd.Series) -> Any:
-    plt = _plt()
+    plt = pyplot()
     done = data.done
     fig, ax = plt.subplots(figsize=(6, 4.5))
     ax.scatter(done[a], done[b], s=14, alpha=0.5, label="trials")

@@ -62,6 +62,11 @@ class Executor(ABC):
     #: True when the trials run in this process's children: submit() is always waited for.
     runs_here: bool = False
 
+    @property
+    def workers(self) -> int:
+        """How many trials may run at once (the workers that share an adaptive study)."""
+        return 1
+
     @abstractmethod
     def submit(self, paths: SweepPaths, record: SweepRecord, trials: pa.Table) -> Submission:
         """Claim the given rows of the trial table (quick: called under the sweep dir's lock)."""

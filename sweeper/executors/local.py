@@ -139,6 +139,10 @@ class LocalExecutor(Executor):
         self.trials_per_gpu = trials_per_gpu
         self.timeout_s = timeout_min * 60 if timeout_min else None
 
+    @property
+    def workers(self) -> int:
+        return self.max_parallel
+
     def describe(self) -> str:
         gpus = f", GPUs {','.join(self.gpus)}" if self.gpus else ""
         return (f"local, {self.max_parallel} at once, {self.cpus_per_trial} CPU thread(s) "

@@ -19,7 +19,7 @@ from typing import Any, cast
 
 import numpy as np
 
-from sweeper.errors import SpaceError
+from sweeper.errors import ConfigError, SpaceError
 from sweeper.space import Param
 from sweeper.strategies._base import Design, Strategy
 from sweeper.strategies.random import _sample, _unseen
@@ -71,9 +71,7 @@ def _distinct_rows(params: tuple[Param, ...], n: int, seed: int) -> list[np.ndar
     Whether a row is kept depends only on the rows before it, so the result is a prefix of
     what a larger ``n`` gives.
     """
-    from scipy.stats import qmc  # lazy: scipy's import is slow, and only qmc plans need it
-
-    engine = qmc.Sobol(d=len(params), scramble=True, rng=seed)
+    engine = _sobol(len(params), seed)
     kept: list[list[np.ndarray]] = []
     seen: set[bytes] = set()
     rounds = min(_MAX_BLOCKS, max(100, math.ceil(100 * n / _BLOCK)))
@@ -92,6 +90,16 @@ def _distinct_rows(params: tuple[Param, ...], n: int, seed: int) -> list[np.ndar
         f"could not find {n} distinct points of this space in {rounds * _BLOCK:,} Sobol "
         "points; lower search.n_trials or use search.method=grid"
     )
+
+
+def _sobol(d: int, seed: int) -> Any:
+    try:
+        from scipy.stats import qmc  # lazy: scipy's import is slow, and only qmc plans need it
+    except ImportError:
+        raise ConfigError("search.method=qmc needs scipy (its Sobol sequence), which is not "
+                          "installed; pip install 'scipy>=1.15', or use search.method=random") \
+            from None
+    return qmc.Sobol(d=d, scramble=True, rng=seed)
 
 
 class _UnitDraws:

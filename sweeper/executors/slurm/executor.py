@@ -82,6 +82,11 @@ class SlurmExecutor(Executor):
                 f"limit cluster.timeout_min={limit_min} (x60 s); lower the delay"
             )
 
+    @property
+    def workers(self) -> int:
+        return min(self.cluster.workers or self.cluster.array_parallelism,
+                   self.cluster.array_parallelism)
+
     def describe(self) -> str:
         c = self.cluster
         where = f"partition {c.partition}" if c.partition else "the default partition"
