@@ -103,6 +103,12 @@ class Asker:
     def left(self) -> int:
         return max(0, int(self.record.search.n_trials or 0) - self.used())
 
+    def _waiting(self) -> bool:
+        import optuna
+
+        return bool(self.study.get_trials(deepcopy=False,
+                                          states=(optuna.trial.TrialState.WAITING,)))
+
     # -- asking -----------------------------------------------------------------------------
     def ask(self, active_here: Collection[int] = ()) -> pa.Table | None:
         """The next trial's row (appended to the table), or None when the budget is spent.
@@ -114,8 +120,8 @@ class Asker:
 
         with dir_lock(self.paths.lock, "the sweep dir", timeout_s=300):
             self.recover(active_here)
-            if self.left() <= 0:
-                return None
+            if self.left() <= 0 and not self._waiting():
+                return None  # (a waiting trial, asked again after a loss, is in the budget)
             trial = self.study.ask(self.dists)
             rows = append_trials(self.paths, self._row(trial.params, trial.number))
             tid = int(rows.column("trial_id")[0].as_py())
@@ -143,6 +149,24 @@ class Asker:
                                [_variant_seed(self.record, i)
                                 for i in range(len(self.record.variants))])
         return add_number_column(table, [number])
+
+    def in_doubt(self) -> bool:
+        """Whether a trial running in the study looks gone from the sweep but is not yet
+        judged lost (its element just left the queue without a row): a worker with nothing
+        left to ask waits for the verdict, and runs the trial again if it is lost."""
+        import optuna
+
+        running = self.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,
+                                                                optuna.trial.TrialState.WAITING))
+        if not running:
+            return False
+        if any(t.state is optuna.trial.TrialState.WAITING for t in running):
+            return True
+        from sweeper.status import sweep_state
+
+        states = sweep_state(self.paths).states
+        return any(states.get(t.user_attrs.get("trial_id")) is not TrialState.RUNNING
+                   for t in running)
 
     # -- trials whose worker died -----------------------------------------------------------
     def recover(self, active_here: Collection[int] = ()) -> list[int]:

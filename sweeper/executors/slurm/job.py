@@ -28,6 +28,7 @@ from sweeper.runner import exit_code, rows_by_id, run_rows
 from sweeper.schema import SLURM_TIMEOUT_MIN
 from sweeper.state import STOPPED, TrialState
 
+_DOUBT_POLL_S = 10.0
 _started = time.time()  # this array task's start, near enough: its time limit counts from it
 
 __all__ = ["main"]
@@ -130,6 +131,9 @@ def _work(paths: SweepPaths, record: SweepRecord, delay_s: int) -> list[TrialSta
                   "end before this task's time limit", flush=True)
             break
         elif (rows := asker.ask()) is None:
+            if asker.in_doubt():  # a trial whose worker may have died: wait for the verdict
+                time.sleep(_DOUBT_POLL_S)
+                continue
             print("[sweeper] the study has all its trials; this worker is done", flush=True)
             break
         statuses += run_rows(paths, record, rows)

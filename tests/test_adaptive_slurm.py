@@ -1,0 +1,73 @@
+"""Adaptive search on the real single-node SLURM cluster: array tasks are workers that ask the
+study for trials (no mock of SLURM or Optuna)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import result_rows, run_cli
+from test_adaptive import SPACE, check_consistent, study_of
+from test_slurm import cluster, job_ids, max_concurrent, sacct, wait_done  # noqa: F401
+
+pytestmark = [pytest.mark.slurm, pytest.mark.slow]
+
+SLURM_BOWL = ["task.fn=sweeper_test_tasks:bowl", "scenario=tiny", "cluster=slurm",
+              "cluster.mem_gb=0.5", "cluster.timeout_min=10", "training.epochs=4"]
+
+
+def wait_workers(sweep_dir: Path, timeout_s: float = 300) -> dict[int, object]:
+    """Until the worker arrays have left the queue, then until no trial is active."""
+    import subprocess
+
+    end = time.monotonic() + timeout_s
+    while time.monotonic() < end:
+        r = subprocess.run(["squeue", "-h", "-j", ",".join(job_ids(sweep_dir))],
+                           capture_output=True, text=True, check=True)
+        if not r.stdout.strip():
+            return wait_done(sweep_dir, timeout_s=60)
+        time.sleep(2)
+    raise AssertionError(f"the workers of {sweep_dir} still run after {timeout_s}s")
+
+
+def test_tpe_workers_on_a_throttled_array(tmp_path: Path) -> None:
+    sweep_dir = tmp_path / "sweep"
+    start = time.monotonic()
+    r = run_cli("+search=tpe", *SLURM_BOWL, *SPACE, "search.n_trials=10",
+                "search.sampler.n_startup_trials=4", "cluster.workers=4",
+                "cluster.array_parallelism=2", "+epoch_s=0.3", f"hydra.sweep.dir={sweep_dir}")
+    assert r.returncode == 0, r.stderr
+    assert time.monotonic() - start < 30  # it returns at once; the workers run on
+    assert "submitted 4 worker(s)" in r.stderr
+    states = wait_workers(sweep_dir)
+    assert sorted(states) == list(range(10)) and len(set(states.values())) == 1, states
+    study = check_consistent(sweep_dir, 10)
+    assert [t.state.name for t in study.trials] == ["COMPLETE"] * 10
+    rows = result_rows(sweep_dir)
+    elements = {f"{r['slurm_job_id']}_{r['slurm_array_task_id']}" for r in rows.values()}
+    assert len(elements) >= 2  # shared among workers
+    runs = sacct(job_ids(sweep_dir), expect=4)
+    assert len(runs) == 4 and all(run["State"] == "COMPLETED" for run in runs), runs
+    assert max_concurrent(runs) <= 2
+
+
+def test_a_worker_killed_mid_trial_leaves_its_trial_to_another(tmp_path: Path) -> None:
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    (markers / "kill-once").touch()
+    sweep_dir = tmp_path / "sweep"
+    r = run_cli("+search=tpe", *SLURM_BOWL, *SPACE, "search.n_trials=5", "cluster.workers=2",
+                "cluster.array_parallelism=2", "+epoch_s=0.3", f"+markers={markers}",
+                f"hydra.sweep.dir={sweep_dir}")
+    assert r.returncode == 0, r.stderr
+    wait_workers(sweep_dir)  # the surviving worker waits out the grace, then reruns it
+    assert not (markers / "kill-once").exists()
+    study = study_of(sweep_dir)
+    assert sorted(t.state.name for t in study.trials) == ["COMPLETE"] * 5 + ["FAIL"]
+    lost = next(t for t in study.trials if t.state.name == "FAIL")
+    again = next(t for t in study.trials if t.user_attrs.get("retry_of") is not None)
+    assert again.params == lost.params and again.state.name == "COMPLETE"
+    runs = {run["JobID"]: run["State"] for run in sacct(job_ids(sweep_dir), expect=2)}
+    assert sorted(runs.values()) == ["COMPLETED", "FAILED"], runs
