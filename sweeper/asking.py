@@ -165,7 +165,7 @@ class Asker:
         from sweeper.status import sweep_state
 
         states = sweep_state(self.paths).states
-        return any(states.get(t.user_attrs.get("trial_id")) is not TrialState.RUNNING
+        return any(states.get(int(t.user_attrs.get("trial_id", -1))) is not TrialState.RUNNING
                    for t in running)
 
     # -- trials whose worker died -----------------------------------------------------------

@@ -8,7 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from conftest import result_rows, run_cli
+import os
+import shutil
+import subprocess
+import sys
+
+from conftest import ROOT, TESTS, result_rows, run_cli
 from test_adaptive import SPACE, check_consistent, study_of
 from test_slurm import cluster, job_ids, max_concurrent, sacct, wait_done  # noqa: F401
 
@@ -71,3 +76,44 @@ def test_a_worker_killed_mid_trial_leaves_its_trial_to_another(tmp_path: Path) -
     assert again.params == lost.params and again.state.name == "COMPLETE"
     runs = {run["JobID"]: run["State"] for run in sacct(job_ids(sweep_dir), expect=2)}
     assert sorted(runs.values()) == ["COMPLETED", "FAILED"], runs
+
+
+def test_a_worker_starts_no_trial_it_cannot_finish_before_its_time_limit(tmp_path: Path) -> None:
+    """Trials of ~12 s in a 1-minute task whose warning comes 20 s before the end: after the
+    first trial the worker judges a second one (12 s, plus a 30 s margin) would not end in
+    time, and stops asking; resume sends a new worker for the rest."""
+    sweep_dir = tmp_path / "sweep"
+    r = run_cli("+search=tpe", *SLURM_BOWL, *SPACE, "search.n_trials=3", "cluster.workers=1",
+                "cluster.timeout_min=1", "cluster.signal_delay_s=20", "+epoch_s=3",
+                f"hydra.sweep.dir={sweep_dir}")
+    assert r.returncode == 0, r.stderr
+    states = wait_workers(sweep_dir, timeout_s=120)
+    assert list(states.values()) == ["completed"], states  # not 2, not a timed-out one
+    log = next((sweep_dir / "logs").glob("slurm-*.log")).read_text()
+    assert "would not" in log or "too long" in log, log
+    runs = sacct(job_ids(sweep_dir), expect=1)
+    assert [run["State"] for run in runs] == ["COMPLETED"]
+
+
+def test_the_plain_sbatch_path_runs_adaptive_workers(tmp_path: Path) -> None:
+    conf = tmp_path / "conf"
+    shutil.copytree(ROOT / "conf", conf)
+    (conf / "search" / "tpe_small.yaml").write_text(
+        "# @package _global_\ndefaults:\n  - tpe\nsearch:\n  n_trials: 5\n  space:\n"
+        "    optimizer.lr: {type: loguniform, low: 1.0e-4, high: 1.0}\n"
+        "    model.hidden_size: {type: int, low: 16, high: 128, step: 16}\n")
+    env = {**os.environ, "SWEEPER_CONFIG_DIR": str(conf), "SWEEPER_PYTHON": sys.executable,
+           "PYTHONPATH": f"{TESTS}{os.pathsep}{ROOT}", "SWEEP_DIR": str(tmp_path / "sweep")}
+    script = str(ROOT / "slurm" / "submit_hyperparameter_search.sh")
+    subprocess.run(["sbatch", "--parsable", "--array=0-2%2", "--mem=1G",
+                    "-o", str(tmp_path / "array-%a.log"), script, "tpe_small",
+                    "task.fn=sweeper_test_tasks:bowl", "scenario=tiny", "training.epochs=3"],
+                   cwd=ROOT, check=True, capture_output=True, env=env)
+    sweep_dir = tmp_path / "sweep"
+    for _ in range(120):
+        if (sweep_dir / "launches").is_dir() and job_ids(sweep_dir):
+            break
+        time.sleep(1)
+    states = wait_workers(sweep_dir)
+    assert list(states.values()) == ["completed"] * 5, states
+    check_consistent(sweep_dir, 5)

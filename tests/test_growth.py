@@ -51,8 +51,9 @@ def test_a_grid_cannot_grow(cli, tmp_path: Path) -> None:
     r = cli("resume", str(sweep_dir), "--n-trials", "5")
     assert r.returncode == 2
     assert r.stderr.strip().splitlines() == [
-        "sweeper: error: --n-trials grows random sweeps only, and this one is grid: a grid is "
-        "fixed by its space; plan a wider space into a new dir with hydra.sweep.dir=<new path>"]
+        "sweeper: error: --n-trials grows random, qmc and adaptive sweeps, and this one is grid: "
+        "a grid is fixed by its space; plan a wider space into a new dir with "
+        "hydra.sweep.dir=<new path>"]
 
 
 def test_growing_to_fewer_trials_is_refused(cli, tmp_path: Path) -> None:

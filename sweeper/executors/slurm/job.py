@@ -81,19 +81,23 @@ def main(sweep_dir: Path, trials: str | None, launch_no: int | None, offset: int
     max_retries = launch.max_retries if launch else record.cluster.max_retries
     delay_s = launch.signal_delay_s if launch else record.cluster.signal_delay_s
     _install_warning_handler(delay_s)
-    ids = _select(paths, trials, launch_no, offset)
+    # An adaptive sweep has no trial per index: every array task is a worker that asks, also
+    # when the user submitted the array (the plain sbatch path, `--trials $SLURM_ARRAY_TASK_ID`).
+    asks = record.search.adaptive and (launch is None or bool(launch.workers))
+    ids = [] if asks else _select(paths, trials, launch_no, offset)
     if launch is None and os.environ.get("SLURM_ARRAY_TASK_MIN"):
         register_external_array(paths, os.environ["SLURM_ARRAY_JOB_ID"],
                                 int(os.environ["SLURM_ARRAY_TASK_MIN"]),
-                                int(os.environ["SLURM_ARRAY_TASK_MAX"]), max_retries, delay_s)
-    if launch is not None and launch.workers:
+                                int(os.environ["SLURM_ARRAY_TASK_MAX"]), max_retries, delay_s,
+                                workers=asks)
+    if asks:
         statuses = _work(paths, record, delay_s)
         ids = []  # a worker's trials are those it asked for
     else:
         print(f"[sweeper] job {_element_id()} on {os.uname().nodename}: trials {ids}", flush=True)
         statuses = run_rows(paths, record, rows_by_id(paths, ids))
-    if context.stop_requested() and (len(statuses) < len(ids) or statuses[-1] in
-                                     (TrialState.REQUEUED, TrialState.TIMEOUT)):
+    if context.stop_requested() and (len(statuses) < len(ids) or (bool(statuses) and statuses[-1]
+                                     in (TrialState.REQUEUED, TrialState.TIMEOUT))):
         restarts = int(os.environ.get("SLURM_RESTART_COUNT", "0"))
         if restarts < max_retries:
             print(f"[sweeper] requeueing {_element_id()} (restart {restarts + 1} of at most "

@@ -148,14 +148,17 @@ def next_number(paths: SweepPaths) -> int:
 
 
 def register_external_array(paths: SweepPaths, job_id: str, first: int, last: int,
-                            max_retries: int, signal_delay_s: int) -> None:
-    """Record an array the user submitted (``sbatch --array=A-B script``, index = trial id),
-    once, so that ``status``, ``cancel`` and ``resume`` know about it."""
+                            max_retries: int, signal_delay_s: int, workers: bool = False) -> None:
+    """Record an array the user submitted (``sbatch --array=A-B script``, index = trial id;
+    or, for an adaptive sweep, each task a worker), once, so that ``status``, ``cancel`` and
+    ``resume`` know about it."""
     from sweeper.locks import dir_lock
 
     with dir_lock(paths.lock, "the sweep dir", timeout_s=120):
         if any(a.job_id == job_id for launch in read_launches(paths) for a in launch.arrays):
             return
-        launch = Launch(next_number(paths), [[first, last + 1]], 1, last + 1 - first, max_retries,
-                        signal_delay_s, arrays=[ArrayRecord(job_id, 0, last + 1 - first, first)])
+        n = last + 1 - first
+        launch = Launch(next_number(paths), [] if workers else [[first, last + 1]], 1, n,
+                        max_retries, signal_delay_s, arrays=[ArrayRecord(job_id, 0, n, first)],
+                        workers=n if workers else 0)
         launch.write(paths)
