@@ -3,19 +3,18 @@ study for trials (no mock of SLURM or Optuna)."""
 
 from __future__ import annotations
 
-import time
-from pathlib import Path
-
-import pytest
-
 import os
 import shutil
 import subprocess
 import sys
+import time
+from pathlib import Path
 
-from conftest import ROOT, TESTS, result_rows, run_cli
+import pytest
 from test_adaptive import SPACE, check_consistent, study_of
 from test_slurm import cluster, job_ids, max_concurrent, sacct, wait_done  # noqa: F401
+
+from conftest import ROOT, TESTS, result_rows, run_cli
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
