@@ -219,9 +219,9 @@ class Asker:
         if again:
             self.study.enqueue_trial(dict(t.params), user_attrs={_RETRIES: retries + 1,
                                                                  "retry_of": tid})
-        note = (f"its worker died mid-trial; told the study it failed and asked its parameters "
+        note = (f"it stopped mid-trial (its worker killed, cancelled or out of time); told the study it failed and asked its parameters "
                 f"again (retry {retries + 1} of {self.record.search.max_retries})" if again else
-                f"its worker died mid-trial, and its parameters were retried "
+                f"it stopped mid-trial, and its parameters were retried "
                 f"search.max_retries={self.record.search.max_retries} times already; not again")
         print(f"[sweeper] {what}: {note}", file=sys.stderr, flush=True)
         if tid is not None:

@@ -163,7 +163,7 @@ def test_a_killed_trial_is_told_failed_and_its_parameters_run_again(tmp_path: Pa
     assert states == ["COMPLETE"] * 6 + ["FAIL"]
     failed = next(t for t in study.trials if t.state.name == "FAIL")
     assert failed.user_attrs["sweeper_lost"] is True
-    assert "worker died" in r.stderr
+    assert "stopped mid-trial" in r.stderr
     assert r.returncode == 1  # the lost attempt's row is a failure, as it was
 
 
@@ -194,7 +194,7 @@ def test_a_killed_driver_leaves_trials_that_resume_recovers(tmp_path: Path) -> N
     running = [t for t in study.trials if t.state.name == "RUNNING"]
     assert running, [t.state for t in study.trials]
     r = run_cli("resume", str(sweep_dir))
-    assert "worker died" in r.stderr, r.stderr
+    assert "stopped mid-trial" in r.stderr, r.stderr
     study = study_of(sweep_dir)
     assert sum(t.state.name == "COMPLETE" for t in study.trials) == 5
     assert not [t for t in study.trials if t.state.name == "RUNNING"]

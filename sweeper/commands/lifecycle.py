@@ -33,13 +33,14 @@ def _status(args: argparse.Namespace) -> int:
     from sweeper.status import SweepWatcher
 
     paths = _paths(args)
-    SweepRecord.load(paths)  # a damaged sweep.yaml is named as such, not shown as a state
+    record = SweepRecord.load(paths)  # a damaged sweep.yaml is named as such, not a state
     watcher = SweepWatcher(paths, grace_s=args.grace_s)
     while True:
         state = watcher.poll()
         out.print(_state_table(paths, state))
         _status_notes(paths, state)
-        if not args.watch or (state.queue_ok and not state.active):
+        workers = _adaptive_notes(paths, record, state) if record.search.adaptive else False
+        if not args.watch or (state.queue_ok and not state.active and not workers):
             return 0
         try:
             time.sleep(args.poll_interval_s)
@@ -63,6 +64,24 @@ def _status_notes(paths: SweepPaths, state: Any) -> None:
     if lost:
         err.print(f"[sweeper] lost (ended without a result): {', '.join(lost[:10])}"
                   f"{' ...' if len(lost) > 10 else ''}; `sweeper resume {shell_path(paths.root)}` reruns them")
+
+
+def _adaptive_notes(paths: SweepPaths, record: Any, state: Any) -> bool:
+    """How far the study is, and whether SLURM workers are still queued (they ask for more)."""
+    from sweeper.executors.slurm.queue import queue_states
+    from sweeper.executors.slurm.records import read_launches
+
+    n = int(record.search.n_trials or 0)
+    asked = len(state.states)
+    jobs = [a.job_id for launch in read_launches(paths) if launch.workers
+            for a in launch.arrays]
+    queued = queue_states(jobs) if jobs else {}
+    workers = queued is None or bool(queued)
+    what = f"; {len(queued)} worker(s) queued or running" if queued else ""
+    err.print(f"[sweeper] {record.search.method} study: {asked} of {n} trials asked{what}")
+    if asked < n and not workers and not state.active:
+        err.print(f"[sweeper] `sweeper resume {shell_path(paths.root)}` asks for the rest")
+    return workers
 
 
 def _id_list(ids: list[int], limit: int = 20) -> str:
