@@ -151,7 +151,9 @@ def _construct_patient(cls: type, wrapped: Any, settings: dict[str, Any], where:
             raise ConfigError(f"{where}.{key} is not a setting of optuna's PatientPruner"
                               f"{closest(key, valid)}; valid: type, {', '.join(valid)}")
     try:
-        return cls(wrapped, **settings)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "experimental": not the user's doing
+            return cls(wrapped, **settings)
     except (TypeError, ValueError) as ex:
         raise ConfigError(f"{where} is refused by optuna's PatientPruner: "
                           f"{str(ex).splitlines()[0]}; fix the value") from None
