@@ -41,6 +41,7 @@ __all__ = ["OPTUNA_COLUMN", "Asker", "StudyLink", "add_number_column", "request_
 #: The trial table's column with each adaptive trial's Optuna trial number.
 OPTUNA_COLUMN = "optuna_trial"
 _LOST = "sweeper_lost"
+_REPLACES = "sweeper_replaces"  # on a trial asked again with --retry-failed: the failed one's number
 _RETRIES = "sweeper_retries"
 
 
@@ -97,17 +98,26 @@ class Asker:
     def used(self) -> int:
         """Trials that count against n_trials: every asked one, less those lost to a dead
         worker (their parameters are asked again)."""
-        return sum(1 for t in self.study.get_trials(deepcopy=False)
-                   if not t.user_attrs.get(_LOST))
+        trials = self.study.get_trials(deepcopy=False)
+        replaced = {t.user_attrs[_REPLACES] for t in trials if _REPLACES in t.user_attrs}
+        return sum(1 for t in trials if not t.user_attrs.get(_LOST) and t.number not in replaced)
 
     def left(self) -> int:
         return max(0, int(self.record.search.n_trials or 0) - self.used())
 
-    def _waiting(self) -> bool:
+    def has_waiting(self) -> bool:
+        return self.waiting() > 0
+
+    def waiting(self) -> int:
+        """Trials asked again (after a loss, or with --retry-failed), waiting for a worker."""
         import optuna
 
-        return bool(self.study.get_trials(deepcopy=False,
-                                          states=(optuna.trial.TrialState.WAITING,)))
+        return len(self.study.get_trials(deepcopy=False,
+                                         states=(optuna.trial.TrialState.WAITING,)))
+
+    def to_ask(self) -> int:
+        """Trials still to hand out: the budget left, and those waiting to run again."""
+        return self.left() + self.waiting()
 
     # -- asking -----------------------------------------------------------------------------
     def ask(self, active_here: Collection[int] = ()) -> pa.Table | None:
@@ -120,7 +130,7 @@ class Asker:
 
         with dir_lock(self.paths.lock, "the sweep dir", timeout_s=300):
             self.recover(active_here)
-            if self.left() <= 0 and not self._waiting():
+            if self.left() <= 0 and not self.has_waiting():
                 return None  # (a waiting trial, asked again after a loss, is in the budget)
             trial = self.study.ask(self.dists)
             rows = append_trials(self.paths, self._row(trial.params, trial.number))
@@ -149,6 +159,20 @@ class Asker:
                                [_variant_seed(self.record, i)
                                 for i in range(len(self.record.variants))])
         return add_number_column(table, [number])
+
+    def retry_failed(self) -> int:
+        """``resume --retry-failed``: ask the parameters of failed trials again (their rows
+        stay as they are); returns how many. Call under the sweep dir's lock."""
+        import optuna
+
+        trials = self.study.get_trials(deepcopy=False)
+        replaced = {t.user_attrs[_REPLACES] for t in trials if _REPLACES in t.user_attrs}
+        failed = [t for t in trials if t.state is optuna.trial.TrialState.FAIL
+                  and not t.user_attrs.get(_LOST) and t.number not in replaced]
+        for t in failed:
+            self.study.enqueue_trial(dict(t.params), user_attrs={
+                "retry_of": t.user_attrs.get("trial_id"), _REPLACES: t.number})
+        return len(failed)
 
     def in_doubt(self) -> bool:
         """Whether a trial running in the study looks gone from the sweep but is not yet

@@ -59,7 +59,7 @@ def run_pending(paths: SweepPaths, record: SweepRecord, table: pa.Table, executo
     from sweeper.locks import dir_lock
 
     if record.search.adaptive:
-        return run_adaptive(paths, record, executor, wait, on_done)
+        return run_adaptive(paths, record, executor, wait, on_done, retry_failed)
     with dir_lock(paths.lock, "the sweep dir", timeout_s=60):
         refuse_if_live(paths)
         todo, before = pending_trials(paths, table, retry_failed)
@@ -81,7 +81,7 @@ def run_pending(paths: SweepPaths, record: SweepRecord, table: pa.Table, executo
 
 
 def run_adaptive(paths: SweepPaths, record: SweepRecord, executor: Executor, wait: bool = False,
-                 on_done: OnDone | None = None) -> LaunchResult:
+                 on_done: OnDone | None = None, retry_failed: bool = False) -> LaunchResult:
     """Start workers that ask the study for trials until it has ``search.n_trials``: this
     process's slots (local), or a worker array (SLURM). Trials whose worker died are told as
     failed and asked again first (see :mod:`sweeper.asking`)."""
@@ -93,11 +93,13 @@ def run_adaptive(paths: SweepPaths, record: SweepRecord, executor: Executor, wai
         refuse_if_live(paths)
         asker = Asker(paths, record)
         asker.recover()
+        if retry_failed and (n_failed := asker.retry_failed()):
+            console.print(f"[sweeper] the parameters of {n_failed} failed trial(s) are asked again")
         left = asker.left()
         n = record.search.n_trials or 0
         console.print(f"[sweeper] study: {n - left} of {n} trials asked so far"
                       f" ({_study_where(paths, record)})")
-        if left == 0:
+        if asker.to_ask() == 0:
             console.print("[sweeper] nothing left to ask")
             return _wait_for_active(paths, record, executor, on_done) if wait else LaunchResult()
         if executor.runs_here:

@@ -81,6 +81,9 @@ def bowl(cfg: Any) -> dict[str, float]:
     floor = (math.log10(lr) + 2.0) ** 2 + ((width - 64) / 64) ** 2
     markers = Path(str(cfg.get("markers", "/nonexistent")))
     epochs = int(cfg.training.epochs)
+    if (markers / "raise-once").exists():
+        (markers / "raise-once").unlink()
+        raise RuntimeError("a planned, one-off failure")
     for epoch in range(epochs):
         time.sleep(float(cfg.get("epoch_s", 0.0)))
         sweeper.report(epoch=epoch, val_loss=floor + 1.0 / (epoch + 1))

@@ -167,6 +167,27 @@ def test_a_killed_trial_is_told_failed_and_its_parameters_run_again(tmp_path: Pa
     assert r.returncode == 1  # the lost attempt's row is a failure, as it was
 
 
+def test_resume_retry_failed_asks_a_failed_trials_parameters_again(tmp_path: Path) -> None:
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    (markers / "raise-once").touch()
+    sweep_dir = tmp_path / "sweep"
+    r = run_cli("+search=tpe", *BOWL, *SPACE, "search.n_trials=4", f"+markers={markers}",
+                f"hydra.sweep.dir={sweep_dir}")
+    assert r.returncode == 1, r.stderr
+    failed = [r for r in result_rows(sweep_dir).values() if r["status"] == "failed"]
+    assert len(failed) == 1 and "one-off failure" in failed[0]["traceback"]
+    assert "nothing left to ask" in run_cli("resume", str(sweep_dir)).stderr  # kept, as failed
+    r = run_cli("resume", str(sweep_dir), "--retry-failed")
+    assert r.returncode == 0 and "1 failed trial(s) are asked again" in r.stderr, r.stderr
+    rows = result_rows(sweep_dir)
+    again = [x for x in rows.values() if x["trial_id"] == 4]
+    assert again[0]["status"] == "completed"
+    assert again[0]["optimizer.lr"] == failed[0]["optimizer.lr"]
+    study = study_of(sweep_dir)
+    assert sum(t.state.name == "COMPLETE" for t in study.trials) == 4
+
+
 def test_a_killed_driver_leaves_trials_that_resume_recovers(tmp_path: Path) -> None:
     import signal
     import time

@@ -352,7 +352,7 @@ class _Asked(_Feed):
 
     def __init__(self, asker: Any) -> None:
         self.asker = asker
-        self.total = asker.left()
+        self.total = asker.to_ask()
         self.spent_at = -1  # trials running when the budget was last found spent
 
     def take(self, running: set[int]) -> pa.Table | None:

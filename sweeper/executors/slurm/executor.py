@@ -152,7 +152,7 @@ class SlurmExecutor(Executor):
         """Adaptive: an array of workers, each asking the study for trials until it has
         ``n_trials``; ``array_parallelism`` of them run at once."""
         c = self.cluster
-        left = asker.left()
+        left = asker.to_ask()
         n = max(1, min(c.workers or c.array_parallelism, left))
         chunk = min(max_array_size(), c.max_array_size or sys.maxsize)
         launch = Launch(next_number(paths), [], 1, chunk, c.max_retries, c.signal_delay_s,
