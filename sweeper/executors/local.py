@@ -30,6 +30,7 @@ import pyarrow as pa
 
 from sweeper import taskref
 from sweeper.driver import DriverSignals, start_time, watch_driver
+from sweeper.errors import SweeperError
 from sweeper.executors._base import Executor, LaunchResult, OnDone, Submission
 from sweeper.paths import SweepPaths
 from sweeper.progress import SweepProgress
@@ -199,7 +200,8 @@ class LocalExecutor(Executor):
         try:
             while True:
                 free = [s for s in range(self.max_parallel) if s not in running]
-                while free and (row := feed.take({r.trial_id for r in running.values()})):
+                while free and (row := feed.take({r.trial_id for r in running.values()})) \
+                        is not None:
                     self._start(ctx, run, row, free.pop(0), running)
                 if not running:
                     break
@@ -354,10 +356,19 @@ class _Asked(_Feed):
         self.asker = asker
         self.total = asker.to_ask()
         self.spent_at = -1  # trials running when the budget was last found spent
+        self.broken = False
 
     def take(self, running: set[int]) -> pa.Table | None:
-        if self.spent_at == len(running):
+        if self.spent_at == len(running) or self.broken:
             return None
-        row = self.asker.ask(active_here=running)
+        try:
+            row = self.asker.ask(active_here=running)
+        except SweeperError:
+            raise
+        except Exception as ex:  # the storage went away: let the running trials finish
+            self.broken = True
+            _say(f"[sweeper] could not ask the study ({type(ex).__name__}: {ex}); no new trial "
+                 "starts, the running ones finish, and `sweeper resume` goes on later")
+            return None
         self.spent_at = len(running) if row is None else -1
         return row
