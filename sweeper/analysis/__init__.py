@@ -1,7 +1,9 @@
 """``sweeper report DIR``: the plots people look at, the best config, and what to search next.
 
 Works on any sweep dir, local or SLURM, finished or still running (it reports what has
-finished). Needs pandas, matplotlib and Optuna, never torch.
+finished). Needs pandas, matplotlib, plotly and Optuna, never torch. The plots come from an
+Optuna study built from the rows (:mod:`sweeper.analysis.study_view`), which optuna-dashboard
+opens too.
 """
 
 from __future__ import annotations
@@ -15,11 +17,13 @@ from typing import Any
 
 import pandas as pd
 
-from sweeper.analysis import plots
+from sweeper.analysis import optuna_plots, plots
 from sweeper.analysis.advice import advice
 from sweeper.analysis.data import ReportData, ended_badly, load, pareto_front, selection_scores
-from sweeper.analysis.html import cell, page
+from sweeper.analysis.html import OptunaSection, cell, page
 from sweeper.analysis.importance import importances
+from sweeper.analysis.optuna_plots import Figure
+from sweeper.analysis.study_view import pareto_trials, study_from_rows, study_journal, write_journal
 from sweeper.paths import SweepPaths, atomic_path
 from sweeper.state import TrialState
 
@@ -50,6 +54,10 @@ class Report:
     files: list[Path]
     #: trains once from best_config.yaml (the sweeper command, or the user's own app)
     train_command: str = ""
+    #: Optuna's plots of the study built from the rows, drawn or with why not
+    figures: list[Figure] = field(default_factory=list)
+    #: the journal optuna-dashboard opens: the sweep's own study, or the report's copy
+    journal: Path | None = None
 
 
 def ranked(data: ReportData, options: ReportOptions) -> pd.DataFrame:
@@ -146,25 +154,40 @@ def _top(order: pd.DataFrame, data: ReportData, options: ReportOptions) -> pd.Da
     return order.head(options.top_k)[list(dict.fromkeys(c for c in columns if c in order))]
 
 
-def _draw(data: ReportData, options: ReportOptions, top: pd.DataFrame,
-          values: dict[str, float], out: Path) -> list[tuple[Path, str]]:
-    """Every plot the sweep has something for, saved as PNG: (path, title) pairs."""
-    ranked_keys = sorted(values, key=values.get, reverse=True) or list(data.params)  # type: ignore[arg-type]
+def _static(data: ReportData, options: ReportOptions, top: pd.DataFrame,
+            values: dict[str, float], figures: list[Figure]) -> list[tuple[Path, str]]:
+    """The PNGs index.html embeds, for a reader without scripts: Optuna's, where the hand-drawn
+    ones were, and the plots Optuna has no equivalent for (its contour and intermediate values
+    have theirs in the heatmap and the curves). The hand-drawn ones are saved here."""
+    out = data.paths.report_dir
+    ranked_keys = [*sorted(values, key=values.__getitem__, reverse=True),
+                   *(k for k in data.params if k not in values)]
     hx, hy = (list(options.heatmap) or ranked_keys)[:2] if len(data.params) >= 2 else (None, None)
-    images = [
-        (plots.heatmap(data, hx, hy), "heatmap.png", f"{data.metric} over {hx} x {hy}"),
-        (plots.importance(data, values), "importance.png", "parameter importance"),
-        (plots.history(data), "history.png", "optimization history"),
-        (plots.parallel(data), "parallel.png", "parallel coordinates"),
-        (plots.slices(data), "slices.png", "slices"),
-        (plots.curves(data, top["trial_id"].tolist()), "curves.png", "learning curves"),
-        (plots.failures(data), "failures.png", "failures"),
-    ]
+    optuna_png = {f.name: (f.png, f.title) for f in figures}
+    images = [(_save(plots.heatmap(data, hx, hy), out / "heatmap.png"),
+               f"{data.metric} over {hx} x {hy}"),
+              *(optuna_png[name] for name in ("importance", "history", "parallel", "slices")),
+              (_save(plots.curves(data, top["trial_id"].tolist()), out / "curves.png"),
+               "learning curves"),
+              (_save(plots.failures(data), out / "failures.png"), "failures")]
     if len(options.pareto) == 2 and len(data.done):
         a, b = options.pareto
         mask = pareto_front(data.done, a, b, options.maximize)
-        images.append((plots.pareto(data, a, b, mask), "pareto.png", f"Pareto front: {a} vs {b}"))
-    return [(p, title) for fig, name, title in images if (p := _save(fig, out / name)) is not None]
+        images.append((_save(plots.pareto(data, a, b, mask), out / "pareto.png"),
+                       f"Pareto front: {a} vs {b}"))
+    images.append(optuna_png.get("pareto_front", (None, "")))
+    return [(path, title) for path, title in images if path is not None]
+
+
+def _dashboard(data: ReportData, study: Any) -> Path:
+    """The journal optuna-dashboard opens: the sweep's own, or the rows' study written to the
+    report dir (afresh each time, so it never shows trials the rows no longer have)."""
+    from sweeper.study import study_name
+
+    journal = study_journal(data.paths, data.sweep)
+    if journal.is_relative_to(data.paths.report_dir):
+        write_journal(study, journal, study_name(data.sweep))
+    return journal
 
 
 def _best_config(data: ReportData, best: pd.Series | None) -> tuple[str, str, str]:
@@ -188,19 +211,25 @@ def build_report(paths: SweepPaths, options: ReportOptions) -> Report:
     order = ranked(data, options)
     best = order.iloc[0] if len(order) else None
     top = _top(order, data, options)
-    values = importances(data)
+    study = study_from_rows(data)
+    values = importances(study, data)
+    figures = optuna_plots.draw(study, data, out, values)
+    journal = _dashboard(data, study)
+    command = f"optuna-dashboard {shlex.quote(str(journal))}"
     files = [_write_text(out / "top_k.csv", top.to_csv(index=False)),
              _write_text(out / "top_k.md", markdown_table(top))]
-    shown = _draw(data, options, top, values, out)
-    files += [p for p, _ in shown]
-    notes = advice(data, best)
-    header, best_yaml, command = _best_config(data, best)
+    shown = _static(data, options, top, values, figures)
+    pngs = [*(f.png for f in figures if f.png is not None), *(p for p, _ in shown)]
+    files += [*dict.fromkeys(pngs), *([journal] if journal.is_relative_to(out) else [])]
+    notes = [*advice(data, best), f"browse every trial interactively: {command}"]
+    header, best_yaml, train = _best_config(data, best)
     if best_yaml:
         files.append(_write_text(out / "best_config.yaml", header + best_yaml))
+    section = OptunaSection(figures, command, pareto_trials(study, data))
     files.append(_write_text(out / "index.html", page(
         f"Sweep report: {paths.root.name}", _facts(data), notes, top, shown,
-        space_table(data.space), status_table(data.results), best_yaml, command)))
-    return Report(data, best, top, values, notes, files, command)
+        space_table(data.space), status_table(data.results), best_yaml, train, section)))
+    return Report(data, best, top, values, notes, files, train, figures, journal)
 
 
 def _runnable(config_yaml: str) -> str:

@@ -18,13 +18,11 @@ from typing import Any
 import numpy as np
 
 from sweeper.analysis.data import ReportData
+from sweeper.analysis.importance import MIN_TRIALS
 from sweeper.analysis.plots import pyplot, y_scale
 from sweeper.analysis.study_view import completed, objectives, target_args, varying
 
-__all__ = ["MIN_IMPORTANCE_TRIALS", "Figure", "draw", "pruned_ends", "static"]
-
-#: PED-ANOVA compares the best trials with the rest: with fewer it has nothing to compare.
-MIN_IMPORTANCE_TRIALS = 3
+__all__ = ["Figure", "draw", "pruned_ends", "static"]
 
 
 @dataclass(frozen=True)
@@ -49,41 +47,47 @@ class _Plot:
     skipped: str = ""
 
 
+def _curved(study: Any) -> list[Any]:
+    """The trials Optuna's intermediate-values plot draws: failed ones are left out."""
+    from optuna.trial import TrialState
+
+    return study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED,
+                                                    TrialState.RUNNING))
+
+
 def _need(ok: bool, why: str) -> str:
     return "" if ok else why
 
 
-def _plots(study: Any, data: ReportData, ranked_keys: list[str]) -> list[_Plot]:
+def _plots(study: Any, data: ReportData, importance: dict[str, float]) -> list[_Plot]:
     """Every Optuna plot for this study, in page order, each drawable or with its reason."""
     done = len(completed(study))
-    keys = varying(study, [k for k in ranked_keys if k in data.params] +
-                    [k for k in data.params if k not in ranked_keys])
-    target = target_args(data)
-    none = _need(done > 0, "no completed trials yet")
-    pair = keys[:2]
+    keys = varying(study, [*importance, *(k for k in data.params if k not in importance)])
+    target, pair = target_args(data), keys[:2]
+    no_trials = _need(done > 0, "no completed trials yet")
+    no_keys = no_trials or _need(bool(keys), "no searched key varies among the completed trials")
+    few = no_trials or _need(bool(importance), f"needs {MIN_TRIALS} completed trials and a key "
+                                               f"that varies among them; has {done} and {len(keys)}")
+    one_key = no_trials or _need(len(pair) == 2, "needs two keys that vary among the completed "
+                                                 f"trials; has {len(pair)}")
+    no_curves = _need(any(t.intermediate_values for t in _curved(study)),
+                      f"no trial reported {data.metric} per epoch")
     plots = [
-        _Plot("history", "optimization history", "plot_optimization_history", target, none),
+        _Plot("history", "optimization history", "plot_optimization_history", target, no_trials),
         _Plot("importance", "parameter importance (PED-ANOVA)", "plot_param_importances",
-              {**target, "params": keys},
-              none or _need(done >= MIN_IMPORTANCE_TRIALS and bool(keys),
-                            f"needs {MIN_IMPORTANCE_TRIALS} completed trials and a key that "
-                            f"varies among them; has {done} and {len(keys)}")),
+              {**target, "params": keys}, few),
         _Plot("slices", "slices: the metric against each key", "plot_slice",
-              {**target, "params": keys}, none or _need(bool(keys), "no key varies among the "
-                                                                    "completed trials")),
-        _Plot("contour", f"contour: {' x '.join(pair)}", "plot_contour", {**target, "params": pair},
-              none or _need(len(pair) == 2, f"needs two keys that vary among the completed "
-                                            f"trials; has {len(pair)}")),
+              {**target, "params": keys}, no_keys),
+        _Plot("contour", f"contour: {' x '.join(pair)}", "plot_contour",
+              {**target, "params": pair}, one_key),
         _Plot("parallel", "parallel coordinates", "plot_parallel_coordinate",
-              {**target, "params": keys}, none or _need(bool(keys), "no key varies among the "
-                                                                    "completed trials")),
+              {**target, "params": keys}, no_keys),
         _Plot("intermediate", "intermediate values (x: pruned here)", "plot_intermediate_values",
-              {}, _need(any(t.intermediate_values for t in study.trials),
-                        f"no trial reported {data.metric} per epoch")),
+              {}, no_curves),
     ]
     if len(study.directions) > 1:
         plots.append(_Plot("pareto_front", "Pareto front", "plot_pareto_front",
-                           {"target_names": [m for m, _ in objectives(data)]}, none))
+                           {"target_names": [m for m, _ in objectives(data)]}, no_trials))
     return plots
 
 
@@ -115,7 +119,7 @@ def _mark_pruned_png(ax: Any, study: Any) -> None:
     if ends:
         ax.scatter([s for s, _, _ in ends], [v for _, v, _ in ends], marker="x", s=60,
                    color="#d62728", zorder=3, label="pruned")
-        ax.legend(fontsize=7)
+        ax.legend(bbox_to_anchor=(1.05, 1.0), loc="upper left")  # where Optuna puts it
 
 
 def _history_scale_plotly(fig: Any, study: Any) -> None:
@@ -140,13 +144,16 @@ _FINISH: dict[str, tuple[Callable[[Any, Any], None], Callable[[Any, Any], None]]
 
 
 def _static(plot: _Plot, study: Any) -> Any:
+    import matplotlib
+
     pyplot()  # headless before Optuna imports pyplot
     import optuna.visualization.matplotlib as backend
 
-    ax = np.ravel(getattr(backend, plot.function)(study, **plot.kwargs))[0]
-    if plot.name in _FINISH:
-        _FINISH[plot.name][1](ax, study)
-    return ax.figure
+    with matplotlib.rc_context():  # Optuna sets its style globally: keep it off our own plots
+        ax = np.ravel(getattr(backend, plot.function)(study, **plot.kwargs))[0]
+        if plot.name in _FINISH:
+            _FINISH[plot.name][1](ax, study)
+        return ax.figure
 
 
 def _png(plot: _Plot, study: Any, path: Path) -> Path:
@@ -159,7 +166,7 @@ def _png(plot: _Plot, study: Any, path: Path) -> Path:
 def static(name: str, study: Any, data: ReportData) -> Any:
     """The matplotlib Figure of one plot (``history``, ``slices``...), as its PNG shows it;
     None when the study cannot show it."""
-    plot = next(p for p in _plots(study, data, []) if p.name == name)
+    plot = next(p for p in _plots(study, data, {}) if p.name == name)
     if plot.skipped:
         return None
     with _quiet():
@@ -187,12 +194,12 @@ def _one(plot: _Plot, study: Any, out: Path) -> Figure:
                               f"{str(ex).splitlines()[0] if str(ex) else ''})")
 
 
-def draw(study: Any, data: ReportData, out: Path, ranked_keys: list[str]) -> list[Figure]:
-    """Every Optuna plot of ``study``, in page order; PNGs go to ``out``. The contour shows
-    the first two of ``ranked_keys`` (most important first) that vary among completed trials.
-    """
+def draw(study: Any, data: ReportData, out: Path, importance: dict[str, float]) -> list[Figure]:
+    """Every Optuna plot of ``study``, in page order; PNGs go to ``out``. ``importance`` is
+    :func:`~sweeper.analysis.importance.importances`: without it there is no importance plot,
+    and the contour shows the two most important keys."""
     with _quiet():
-        return [_one(p, study, out) for p in _plots(study, data, ranked_keys)]
+        return [_one(p, study, out) for p in _plots(study, data, importance)]
 
 
 @contextlib.contextmanager

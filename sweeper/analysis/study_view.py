@@ -26,8 +26,8 @@ if TYPE_CHECKING:
 
     from sweeper.record import SweepRecord
 
-__all__ = ["completed", "distribution", "objectives", "study_from_rows", "study_journal",
-           "target_args", "varying", "write_journal"]
+__all__ = ["completed", "distribution", "objectives", "pareto_trials", "study_from_rows",
+           "study_journal", "target_args", "varying", "write_journal"]
 
 _NOT_RUN = frozenset({TrialState.NOT_SUBMITTED, TrialState.MISSING})
 
@@ -66,11 +66,16 @@ def _primitive(value: Any) -> Any:
     return value if value is None or isinstance(value, (bool, int, float, str)) else str(value)
 
 
+_CASTS = {"int": int, "float": float}
+
+
 def _cell(spec: Mapping[str, Any], raw: Any) -> tuple[bool, Any]:
-    """(present, value) of one param cell: an empty cell is a value only where None is a choice."""
+    """(present, value) of one param cell: an empty cell is a value only where None is a choice;
+    a range's value has its kind's type (a column with gaps holds ints as floats)."""
     if raw is None or (isinstance(raw, float) and math.isnan(raw)) or raw is pd.NA:
         return None in spec.get("choices", ()), None
-    return True, _primitive(raw)
+    cast = _CASTS.get(spec.get("kind", "categorical"), _primitive)
+    return True, cast(_primitive(raw))
 
 
 def _on_grid(values: list[float], low: float, step: float) -> bool:
@@ -82,7 +87,7 @@ def _range(spec: Mapping[str, Any], values: list[Any]) -> Any:
     trials ran still loads; a value off the step grid drops the step, one <= 0 the log scale."""
     import optuna.distributions as d
 
-    cast = int if spec.get("kind") == "int" else float
+    cast = _CASTS[spec["kind"]]
     bounds = [cast(v) for v in (spec.get("low"), spec.get("high"), *values) if v is not None]
     low, high = min(bounds), max(bounds)
     log = bool(spec.get("log")) and low > 0
@@ -179,7 +184,7 @@ def _trial(row: pd.Series, data: ReportData, dists: dict[str, Any],
     values = _values(row, [m for m, _ in objectives(data)])
     state = _state(row["status"], values)
     params = {}
-    for key, dist in dists.items():
+    for key in dists:
         ok, value = _cell(data.space_of(key), row[key])
         if ok:
             params[key] = value
@@ -207,7 +212,8 @@ def study_from_rows(data: ReportData) -> optuna.Study:
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     goals = objectives(data)
-    study = optuna.create_study(directions=[d for _, d in goals])
+    directions: Any = [d for _, d in goals]
+    study = optuna.create_study(directions=directions)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         study.set_metric_names([m for m, _ in goals])
@@ -217,16 +223,33 @@ def study_from_rows(data: ReportData) -> optuna.Study:
     return study
 
 
+def pareto_trials(study: optuna.Study, data: ReportData) -> pd.DataFrame | None:
+    """The rows of the trials on the study's Pareto front, by the report's metric; None when
+    the study has one objective."""
+    if len(study.directions) < 2:
+        return None
+    front = {t.user_attrs["trial_id"] for t in study.best_trials}
+    rows = data.results[data.results["trial_id"].isin(front)]
+    columns = ["trial_id", *(m for m, _ in objectives(data)), *(k for k in data.params if k in rows)]
+    return rows.sort_values([data.metric, "trial_id"],
+                            ascending=[data.direction == "minimize", True])[columns]
+
+
 def study_journal(paths: SweepPaths, record: SweepRecord) -> Path:
     """The journal file optuna-dashboard opens for this sweep: the sweep's own study (adaptive
-    and pruned sweeps keep one) when it has one, else the one the report writes.
+    and pruned sweeps keep one, unless ``search.storage`` names a database) when it has one,
+    else the one the report writes. Either holds the study :func:`sweeper.study.study_name`.
 
-    The record names the study inside either file (see :func:`sweeper.study.study_name`).
+    >>> from types import SimpleNamespace as NS
+    >>> study_journal(SweepPaths(Path("/s")), NS(search=NS(storage=None))).as_posix()
+    '/s/report/study.journal'
     """
     from sweeper.study import JOURNAL_NAME
 
     own = paths.root / JOURNAL_NAME
-    return own if own.is_file() else paths.report_dir / JOURNAL_NAME
+    if record.search.storage is None and own.is_file():
+        return own
+    return paths.report_dir / JOURNAL_NAME
 
 
 def write_journal(study: optuna.Study, path: Path, name: str) -> Path:
