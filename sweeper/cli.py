@@ -200,6 +200,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if command in ("run", "plan"):
             return _run_or_plan(command, argv[1:])
         args = _parser().parse_args(argv)
+        if command in ("status", "resume", "cancel", "merge", "report") \
+                and (Path(args.dir) / "campaign.yaml").is_file():
+            from sweeper.commands.campaign import campaign_command
+
+            return campaign_command(args)  # a campaign dir: stage by stage
         return int(args.func(args))
     except SweeperError as ex:
         print(f"sweeper: error: {ex}", file=sys.stderr)

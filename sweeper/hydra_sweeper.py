@@ -96,10 +96,23 @@ def _executor_kind(cluster: ClusterConf, sweep_dir: str) -> str:
     return resolve_executor(cluster)
 
 
+def _task_fallback(task_function: Any) -> str | None:
+    """The task when the config names none: the user's own @hydra.main function."""
+    if getattr(task_function, "_sweeper_entry", False):
+        return os.environ.get("SWEEPER_TASK_FALLBACK")
+    return taskref.ref_for(task_function)
+
+
 def run_sweep(master: DictConfig, hydra_context: Any, task_function: Any,
               arguments: Sequence[str], settings: SweeperPluginConf) -> LaunchResult:
     """Plan the sweep into ``hydra.sweep.dir``, then run whatever it still needs."""
     global last_result
+    if OmegaConf.select(master, "campaign", default=None) is not None:
+        from sweeper.campaign import run_campaign
+
+        last_result = run_campaign(master, hydra_context, task_function, list(arguments),
+                                   settings)
+        return last_result
     search = validate(master.get("search"), SearchConf, "search")
     cluster = validate(master.get("cluster"), ClusterConf, "cluster")
     kind = _executor_kind(cluster, master.hydra.sweep.dir)
@@ -107,8 +120,7 @@ def run_sweep(master: DictConfig, hydra_context: Any, task_function: Any,
     params = [f"{k}={v}" for k, v in (settings.params or {}).items()]
     request = build_request(search.space, [*params, *arguments], _is_group(loader), loader,
                             search.seed)
-    fallback = (os.environ.get("SWEEPER_TASK_FALLBACK") if getattr(task_function, "_sweeper_entry", False)
-                else taskref.ref_for(task_function))
+    fallback = _task_fallback(task_function)
     paths = SweepPaths(master.hydra.sweep.dir)
     executor = make_executor(cluster, kind)
     plan = plan_sweep(paths, search, request, _composer(loader, master), cluster=cluster,

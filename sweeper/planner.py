@@ -32,7 +32,7 @@ from sweeper.provenance import git_state
 from sweeper.record import SweepRecord, VariantRecord
 from sweeper.schema import ClusterConf, SearchConf, check_task_nodes
 from sweeper.space import Param
-from sweeper.strategies import Strategy, make_strategy
+from sweeper.strategies import Design, Strategy, make_strategy
 from sweeper.trials import ParamColumn, build_table, read_trials, write_trials
 
 __all__ = ["Plan", "Variant", "apply_cluster_overrides", "plan_sweep"]
@@ -259,10 +259,12 @@ def plan_sweep(
     config_source: tuple[str, str] = ("", ""),
     check: Callable[[SweepRecord, int], None] | None = None,
     workers: int = 1,
+    design: Design | None = None,
 ) -> Plan:
     """Expand, compose, validate and write ``trials.parquet`` and ``sweep.yaml``.
 
-    ``executor`` is where the sweep runs (``local`` or ``slurm``, already resolved); SLURM
+    ``design`` gives the trials explicitly (a campaign's cross-validation and final stages)
+    instead of the method's strategy. ``executor`` is where the sweep runs (``local`` or ``slurm``, already resolved); SLURM
     sweeps, and sweeps planned inside a SLURM job, get ``cluster_overrides``. ``check(record,
     n_trials)`` runs after the dir is found usable and before anything is written (the
     executor checks its settings there). Planning into a dir that holds the same sweep keeps
@@ -284,7 +286,9 @@ def plan_sweep(
         strategy: Strategy = VariantsOnly(search.max_trials)
     else:
         strategy = make_strategy(search)
-    design = strategy.propose(request.space.params)
+    design = design or strategy.propose(request.space.params)
+    if search.cross_validation.enabled:
+        design, request = _with_folds(design, request, search)
     columns = {p.key: data for p, data in design.columns}
     applied = executor == "slurm" or "SLURM_JOB_ID" in os.environ
     variants, variant_ids = _variants(request, columns, compose, applied, is_group,
@@ -316,6 +320,35 @@ def plan_sweep(
         record.save(paths)
     return Plan(paths, read_trials(paths) if added else table, record, fingerprint,
                 old is not None, added)
+
+
+def _with_folds(design: Design, request: SweepRequest, search: SearchConf
+                ) -> tuple[Design, SweepRequest]:
+    """Each planned trial as ``n_folds`` runs, one per fold (the fold varies fastest): the
+    fold is one more searched key, and the number of folds a fixed override."""
+    from sweeper.space import SearchSpace, param_from_yaml
+
+    cv = search.cross_validation
+    if search.adaptive:
+        raise ConfigError(f"search.cross_validation works with grid, random and qmc, not yet "
+                          f"with {search.method}; use one of those, or disable it")
+    if cv.n_folds < 2:
+        raise ConfigError(f"search.cross_validation.n_folds must be at least 2, got "
+                          f"{cv.n_folds}; e.g. 5")
+    if cv.aggregation not in ("mean", "median"):
+        raise ConfigError(f"search.cross_validation.aggregation must be mean or median, got "
+                          f"{cv.aggregation!r}")
+    k = cv.n_folds
+    fold = param_from_yaml(cv.fold_key, list(range(k)))
+    if fold.key in request.space.keys:
+        raise ConfigError(f"{fold.key} is searched and is also search.cross_validation's "
+                          "fold_key; remove it from the space")
+    columns = tuple((p, np.repeat(data, k)) for p, data in design.columns)
+    columns += ((fold, np.tile(np.arange(k, dtype=np.int64), design.n_trials)),)
+    n_folds = f"{cv.n_folds_key}={k}"
+    entries = (*request.entries, (n_folds.split("=")[0], n_folds), (fold.override_key, fold))
+    return (Design(design.n_trials * k, columns),
+            SweepRequest(SearchSpace((*request.space.params, fold)), entries))
 
 
 def _extend(paths: SweepPaths, table: pa.Table) -> int:

@@ -19,7 +19,8 @@ from omegaconf.errors import ConfigKeyError, ValidationError
 
 from sweeper.errors import ConfigError, closest
 
-__all__ = ["SLURM_TIMEOUT_MIN", "ClusterConf", "ReportConf", "SearchConf", "SweeperPluginConf",
+__all__ = ["SLURM_TIMEOUT_MIN", "ClusterConf", "CrossValidationConf", "ReportConf", "SearchConf",
+           "SweeperPluginConf",
            "TrackingConf", "check_task_nodes", "register_schemas", "validate"]
 
 #: Static methods write every trial at plan time; adaptive ones ask Optuna as workers free up.
@@ -31,6 +32,20 @@ DIRECTIONS = ("minimize", "maximize")
 # SLURM's time limit per array task when cluster.timeout_min is null. A limit is always sent:
 # without one a job gets the partition's default, often days, and waits longer for backfill.
 SLURM_TIMEOUT_MIN = 60
+
+
+@dataclass
+class CrossValidationConf:
+    # each trial becomes n_folds runs (rows with the fold in `fold_key`), ranked by the
+    # aggregate of their metric; the spread is kept
+    enabled: bool = False
+    n_folds: int = 5
+    # mean | median
+    aggregation: str = "mean"
+    # the task's config keys that pick the fold and give the number of folds (the built-in
+    # task's; write +key for a key your config lacks)
+    fold_key: str = "data.fold"
+    n_folds_key: str = "data.n_folds"
 
 
 @dataclass
@@ -71,6 +86,8 @@ class SearchConf:
     max_grid_size: int | None = None
     # dotted config key -> list (categorical) or {type: ..., ...}; see README
     space: dict[str, Any] = field(default_factory=dict)
+    # k-fold cross-validation of every trial (grid, random, qmc): see CrossValidationConf
+    cross_validation: CrossValidationConf = field(default_factory=CrossValidationConf)
 
     @property
     def metrics(self) -> list[str]:
@@ -196,9 +213,10 @@ def validate(node: DictConfig | dict[str, Any] | None, schema: type[T], where: s
         merged = OmegaConf.merge(base, node if node is not None else {})
     except ConfigKeyError as ex:
         key = str(getattr(ex, "key", "") or "")
-        names = [f.name for f in dataclasses.fields(schema)]  # type: ignore[arg-type]
+        path = str(getattr(ex, "full_key", "") or key)
+        names = [f.name for f in dataclasses.fields(_nested(schema, path))]
         raise ConfigError(
-            f"'{where}.{key}' is not a known setting{closest(key, names)} "
+            f"'{where}.{path}' is not a known setting{closest(key, names)} "
             f"(known: {', '.join(names)})"
         ) from None
     except ValidationError as ex:
@@ -207,6 +225,17 @@ def validate(node: DictConfig | dict[str, Any] | None, schema: type[T], where: s
             f"'{where}.{key}' has a value of the wrong type: {str(ex.msg or ex).splitlines()[0]}"
         ) from None
     return OmegaConf.to_object(merged)  # type: ignore[return-value]
+
+
+def _nested(schema: type, path: str) -> type:
+    """The dataclass that holds the last key of a dotted path (a nested settings node)."""
+    for part in path.split(".")[:-1]:
+        types = {f.name: f.default_factory for f in dataclasses.fields(schema)}
+        inner = types.get(part)
+        if not (isinstance(inner, type) and dataclasses.is_dataclass(inner)):
+            break
+        schema = inner
+    return schema
 
 
 def check_task_nodes(cfg: DictConfig) -> None:

@@ -7,6 +7,8 @@ driver record, or the SLURM launch record); waiting for the trials happens outsi
 
 from __future__ import annotations
 
+from typing import Any
+
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -19,7 +21,7 @@ from sweeper.paths import SweepPaths
 from sweeper.record import SweepRecord
 from sweeper.state import TrialState
 
-__all__ = ["finish", "merge_and_show", "pending_trials", "print_top", "run_pending"]
+__all__ = ["finish", "merge_and_show", "pending_trials", "print_cv", "print_top", "run_pending"]
 
 
 def pending_trials(paths: SweepPaths, table: pa.Table, retry_failed: bool
@@ -163,8 +165,24 @@ def merge_and_show(paths: SweepPaths, metric: str | None = None, direction: str 
               f"{result.curves.num_rows} curve points -> {paths.curves}")
     if not any(c["status"] == TrialState.COMPLETED.value for c in counts):
         return  # no table of the best: nothing completed yet
+    if record.search.cross_validation.enabled:
+        print_cv(result.results.to_pandas(), record, metric, direction, top)
+        return
     print_top(result.results, metric or record.search.metrics[0],
               direction or record.search.directions[0], record.param_keys, top)
+
+
+def print_cv(results: Any, record: SweepRecord, metric: str | None, direction: str | None,
+              top: int) -> None:
+    """The best configs by their folds' aggregate, with the spread (cross-validated sweeps)."""
+    from sweeper.console import out
+    from sweeper.crossval import cv_keys, cv_table
+
+    cv = record.search.cross_validation
+    table = cv_table(results, cv_keys(record), metric or record.search.metrics[0],
+                     direction or record.search.directions[0], cv.aggregation)
+    out.print(f"top {min(top, len(table))} configs by the {cv.aggregation} over "
+              f"{cv.n_folds} folds:\n{table.head(top).to_string(index=False)}")
 
 
 def print_top(results: pa.Table, metric: str, direction: str, keys: list[str], k: int = 5) -> None:

@@ -226,10 +226,25 @@ def build_report(paths: SweepPaths, options: ReportOptions) -> Report:
     if best_yaml:
         files.append(_write_text(out / "best_config.yaml", header + best_yaml))
     section = OptunaSection(figures, command, pareto_trials(study, data))
+    cv = _cross_validation(data)
+    if cv is not None:
+        files.append(_write_text(out / "cv.csv", cv.to_csv(index=False)))
     files.append(_write_text(out / "index.html", page(
         f"Sweep report: {paths.root.name}", _facts(data), notes, top, shown,
-        space_table(data.space), status_table(data.results), best_yaml, train, section)))
+        space_table(data.space), status_table(data.results), best_yaml, train, section, cv)))
     return Report(data, best, top, values, notes, files, train, figures, journal)
+
+
+def _cross_validation(data: ReportData) -> pd.DataFrame | None:
+    """A cross-validated sweep's configs: the metric's aggregate over their folds and its
+    spread, best first (``cv.csv``); None for other sweeps."""
+    from sweeper.crossval import cv_keys, cv_table
+
+    cv = data.sweep.search.cross_validation
+    if not cv.enabled:
+        return None
+    return cv_table(data.results, cv_keys(data.sweep), data.metric, data.direction,
+                    cv.aggregation)
 
 
 def _runnable(config_yaml: str) -> str:

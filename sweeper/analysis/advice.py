@@ -1,104 +1,27 @@
-"""What to search next: flags for the report, and the one rule that narrows a space.
+"""What to search next: flags for the report, and ``sweeper next``'s search file.
 
-:func:`narrow` is the rule staged campaigns (coarse -> fine -> ...) will reuse: a space record
-and the best value in, the next search's YAML entry out. Around an interior best it zooms in
-(half the width, in log space for log keys); at an edge it moves past that edge.
+The rule that narrows a space lives in :mod:`sweeper.narrow`, shared with staged campaigns;
+``sweeper next`` applies it as it always has: every range half as wide (in log space for log
+keys), moved past the edge where the best sits at one, lists cut to the best and its
+neighbours and extended past their end.
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import pandas as pd
 
 from sweeper.analysis.data import ReportData
+from sweeper.narrow import at_edge, narrow_space, to_yaml_space
 
-__all__ = ["advice", "narrow", "next_search"]
+__all__ = ["advice", "next_search"]
 
-_EDGE = 0.05  # within 5% of the range's width from an end counts as "at the edge"
-
-
-def _u(x: float, log: bool) -> float:
-    return math.log(x) if log else x
-
-
-def _inv(u: float, log: bool) -> float:
-    return math.exp(u) if log else u
-
-
-def _edge(spec: dict[str, Any], best: Any) -> str | None:
-    """'low' or 'high' when the best value sits at that end of its range or ordered list."""
-    if spec.get("kind") == "categorical":
-        choices = spec.get("choices", [])
-        if len(choices) < 3 or not all(isinstance(c, (int, float)) and not isinstance(c, bool)
-                                       for c in choices):
-            return None
-        ordered = sorted(choices)
-        return "low" if best == ordered[0] else "high" if best == ordered[-1] else None
-    log = bool(spec.get("log"))
-    lo, hi, b = (_u(float(v), log) for v in (spec["low"], spec["high"], best))
-    width = hi - lo
-    if width <= 0:
-        return None
-    return "low" if b - lo <= _EDGE * width else "high" if hi - b <= _EDGE * width else None
-
-
-def _narrow_list(choices: list[Any], best: Any, edge: str | None) -> list[Any]:
-    ordered = sorted(choices)
-    i = ordered.index(best)
-    if edge is not None and len(ordered) >= 2:
-        a, b = (ordered[0], ordered[1]) if edge == "low" else (ordered[-2], ordered[-1])
-        if a > 0 and b > 0:  # extrapolate the list's own spacing, geometric when it grows so
-            ratio = b / a
-            step = best / ratio if edge == "low" else best * ratio
-        else:
-            step = best - (b - a) if edge == "low" else best + (b - a)
-        step = round(step) if all(isinstance(c, int) for c in ordered) else float(f"{step:.6g}")
-        beyond = [step] if step not in ordered else []
-        return sorted({*ordered[max(0, i - 1): i + 2], *beyond})
-    return ordered[max(0, i - 1): i + 2]
-
-
-def narrow(spec: dict[str, Any], best: Any, method: str = "grid", num: int = 3) -> Any:
-    """The next search's entry for one key, given its space record and the best value.
-
-    >>> narrow({"kind": "float", "low": 1e-4, "high": 1e-2, "log": True}, 1e-2)["high"] > 1e-2
-    True
-    """
-    kind = spec.get("kind", "categorical")
-    if kind == "categorical":
-        numeric = all(isinstance(c, (int, float)) and not isinstance(c, bool)
-                      for c in spec.get("choices", []))
-        return _narrow_list(list(spec["choices"]), best, _edge(spec, best)) if numeric else [best]
-    log = bool(spec.get("log"))
-    lo, hi, b = (_u(float(v), log) for v in (spec["low"], spec["high"], best))
-    half = (hi - lo) / 4 or abs(b) / 4 or 1.0
-    edge = _edge(spec, best)
-    if edge == "low":
-        new = (b - 2 * half, b + half)
-    elif edge == "high":
-        new = (b - half, b + 2 * half)
-    else:
-        new = (max(lo, b - half), min(hi, b + half))
-    low, high = (_inv(u, log) for u in new)
-    if not log and float(spec["low"]) >= 0:
-        low = max(0.0, low)  # a key that was never negative stays so
-    out: dict[str, Any]
-    if kind == "int":
-        low, high = max(math.floor(low), 1 if log else -(2**62)), math.ceil(high)
-        out = {"type": "int", "low": low, "high": high}
-        if log:
-            out["log"] = True
-        elif spec.get("step"):
-            out["step"] = int(spec["step"])
-    else:
-        out = {"type": "loguniform" if log else "uniform", "low": float(f"{low:.4g}"),
-               "high": float(f"{high:.4g}")}
-    if method == "grid" and (kind != "int" or not spec.get("step")):
-        out["num"] = num
-    return out
+#: ``sweeper next``: ± this fraction of every range (in log space for log keys) around the best
+NEXT_FRACTION = 0.25
+#: ``sweeper next`` with a grid: this many values per range without a step
+NEXT_GRID_NUM = 3
 
 
 def _best_value(data: ReportData, best: pd.Series, key: str) -> Any:
@@ -114,7 +37,7 @@ def advice(data: ReportData, best: pd.Series | None) -> list[str]:
             spec = data.space_of(key)
             if spec.get("group") or key not in best:
                 continue
-            edge = _edge(spec, _best_value(data, best, key))
+            edge = at_edge(spec, _best_value(data, best, key))
             if edge is not None:
                 where = "bottom" if edge == "low" else "top"
                 notes.append(f"the best {key}={_best_value(data, best, key):.4g} is at the {where} of "
@@ -138,10 +61,18 @@ def advice(data: ReportData, best: pd.Series | None) -> list[str]:
 def next_search(data: ReportData, best: pd.Series, method: str = "grid",
                 keys: Sequence[str] | None = None) -> dict[str, Any]:
     """The search section of a conf/search file narrowed around ``best``."""
-    space = {}
-    for key in keys or data.params:
-        spec = data.space_of(key)
-        prefix = spec.get("prefix", "")
-        space[f"{prefix}{key}"] = narrow(spec, _best_value(data, best, key), method)
+    chosen = list(keys or data.params)
+    values = {k: _best_value(data, best, k) for k in chosen if k in best}
+    narrowed = narrow_space([data.space_of(k) for k in chosen], values, factor=None,
+                            fraction=NEXT_FRACTION, int_steps=None, top=3, past_edges=True)
+    space = to_yaml_space([_with_num(spec, method) for spec in narrowed])
     return {"method": method, "metric": data.metric, "direction": data.direction,
             **({"n_trials": 20, "seed": 0} if method == "random" else {}), "space": space}
+
+
+def _with_num(spec: Mapping[str, Any], method: str) -> dict[str, Any]:
+    """A grid walks NEXT_GRID_NUM values of every range without a step; random needs none."""
+    out = {k: v for k, v in spec.items() if k != "num"}
+    if method == "grid" and out.get("kind") in ("float", "int") and out.get("step") is None:
+        out["num"] = NEXT_GRID_NUM
+    return out

@@ -96,7 +96,8 @@ def _optuna(section: OptunaSection | None) -> tuple[str, str]:
 
 def page(title: str, facts: Mapping[str, str], notes: Sequence[str], top: pd.DataFrame,
          images: Sequence[tuple[Path, str]], space: pd.DataFrame, counts: pd.DataFrame,
-         best_config: str, run_command: str, optuna: OptunaSection | None = None) -> str:
+         best_config: str, run_command: str, optuna: OptunaSection | None = None,
+         cv: pd.DataFrame | None = None) -> str:
     script, optuna_html = _optuna(optuna)
     facts_html = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>"
                          for k, v in facts.items())
@@ -108,6 +109,7 @@ def page(title: str, facts: Mapping[str, str], notes: Sequence[str], top: pd.Dat
 <table>{facts_html}</table>
 <h2>What next</h2>{notes_html}
 <h2>Trials per status</h2>{_table(counts)}
+{"<h2>Best configs by cross-validation</h2>" + _table(cv) if cv is not None else ""}
 <h2>Best trials</h2>{_table(top)}
 <h2>Search space</h2>{_table(space)}
 {optuna_html}

@@ -32,6 +32,11 @@ def _merge(args: argparse.Namespace) -> int:
     metric = args.metric or record.search.metrics[0]
     check_metric(result.results, metric, record.param_keys)
     _say_merged(result, args.out)
+    if record.search.cross_validation.enabled:
+        from sweeper.sweep import print_cv
+
+        print_cv(result.results.to_pandas(), record, metric, args.direction, args.top)
+        return 0
     print_top(result.results, metric, args.direction or record.search.directions[0],
               record.param_keys, args.top)
     return 0

@@ -1,0 +1,185 @@
+"""Staged campaigns and cross-validated sweeps, end to end on real processes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+import yaml
+
+from conftest import ROOT, TESTS, result_rows, run_cli
+
+QUICK = ["+campaign=quick", "scenario=tiny", "cluster=local"]
+STAGES = ["stage-1-coarse", "stage-2-bayes", "stage-3-fine", "stage-4-cv", "stage-5-final"]
+
+
+@pytest.fixture(scope="module")
+def quick(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("campaign") / "c"
+    r = run_cli(*QUICK, f"hydra.sweep.dir={root}")
+    assert r.returncode == 0, r.stderr
+    return root
+
+
+def rows_of(root: Path, stage: str) -> pd.DataFrame:
+    return pd.DataFrame(list(result_rows(root / stage).values()))
+
+
+def test_the_stages_run_in_order(quick: Path) -> None:
+    ends, starts = [], []
+    for stage in STAGES:
+        df = rows_of(quick, stage)
+        assert (df["status"] == "completed").all(), stage
+        starts.append(df["started_at"].min())
+        ends.append(df["finished_at"].max())
+    assert all(ends[i] <= starts[i + 1] for i in range(len(STAGES) - 1))
+    record = yaml.safe_load((quick / "campaign.yaml").read_text())
+    assert [s["state"] for s in record["stages"]] == ["done"] * 5
+
+
+def test_the_narrow_stage_records_the_space_derived_from_the_best(quick: Path) -> None:
+    from sweeper.narrow import narrow_space
+    from sweeper.paths import SweepPaths
+    from sweeper.record import SweepRecord
+
+    before = pd.concat([rows_of(quick, s) for s in STAGES[:2]])
+    best = before.sort_values(["val_loss", "trial_id"]).iloc[0]
+    base = SweepRecord.load(SweepPaths(quick / "base"))
+    keys = [s["key"] for s in base.space]
+    want = narrow_space(list(base.space), {k: best[k] for k in keys}, factor=3.0, fraction=0.25,
+                        int_steps=2, top=2, ranked={"scheduler.name": list(
+                            before.sort_values("val_loss")["scheduler.name"].drop_duplicates())})
+    fine = SweepRecord.load(SweepPaths(quick / "stage-3-fine"))
+    got = {s["key"]: (s.get("low"), s.get("high"), tuple(s.get("choices", ()))) for s in fine.space}
+    assert got == {s["key"]: (s.get("low"), s.get("high"), tuple(s.get("choices", ())))
+                   for s in want}
+    lr = rows_of(quick, "stage-3-fine")["optimizer.lr"]
+    assert (lr >= got["optimizer.lr"][0]).all() and (lr <= got["optimizer.lr"][1]).all()
+    assert got["optimizer.lr"][1] - got["optimizer.lr"][0] < 0.1 - 1e-3  # narrower than the space
+
+
+def test_the_cv_table_is_the_mean_and_std_of_the_fold_rows(quick: Path) -> None:
+    folds = rows_of(quick, "stage-4-cv")
+    assert sorted(folds["data.fold"].unique()) == [0, 1] and len(folds) == 4
+    keys = ["optimizer.lr", "model.hidden_size", "scheduler.name"]
+    want = folds.groupby(keys)["val_loss"].agg(["mean", "std"]).reset_index()
+    got = pd.read_csv(quick / "cv.csv")
+    merged = got.merge(want, on=keys)
+    assert len(merged) == 2
+    assert merged["val_loss_mean"].to_numpy() == pytest.approx(merged["mean"].to_numpy())
+    assert merged["val_loss_std"].to_numpy() == pytest.approx(merged["std"].to_numpy())
+    # The final stage trains the config with the best mean.
+    final = rows_of(quick, "stage-5-final").iloc[0]
+    best = got.sort_values("val_loss_mean").iloc[0]
+    assert final["optimizer.lr"] == pytest.approx(best["optimizer.lr"])
+
+
+def test_only_the_final_stage_sees_the_test_split_and_its_model_is_saved(quick: Path) -> None:
+    for stage in STAGES[:-1]:
+        df = rows_of(quick, stage)
+        assert "test_loss" not in df or df["test_loss"].isna().all(), stage
+    final = rows_of(quick, "stage-5-final")
+    assert len(final) == 1 and final["test_loss"].notna().all()
+    assert final["model_saved"].iloc[0] == 1.0
+    assert (quick / "stage-5-final" / "checkpoints" / "trial-000000" / "model.pt").is_file()
+    summary = yaml.safe_load((quick / "summary.yaml").read_text())
+    assert summary["final"]["test_loss"] == pytest.approx(final["test_loss"].iloc[0])
+    assert summary["total_epochs"] == sum(int(rows_of(quick, s)["epochs_run"].sum())
+                                          for s in STAGES)
+
+
+def test_status_merge_and_report_work_on_the_campaign_dir(quick: Path) -> None:
+    r = run_cli("status", str(quick))
+    assert r.returncode == 0 and "5 final" in r.stdout and "not planned" not in r.stdout
+    r = run_cli("merge", str(quick))
+    assert r.returncode == 0 and "test_loss=" in r.stdout
+    r = run_cli("report", str(quick))
+    assert r.returncode == 0, r.stderr
+    page = (quick / "report" / "index.html").read_text()
+    for part in ("stage 3: fine", "cross-validation", "test_loss", "epochs"):
+        assert part in page
+    r = run_cli("resume", str(quick))
+    assert r.returncode == 0, r.stderr
+    assert "running" not in r.stderr  # every stage is done: nothing runs again
+
+
+def test_a_campaign_killed_mid_stage_resumes_without_rerunning(tmp_path: Path) -> None:
+    root = tmp_path / "c"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), str(ROOT)])}
+    driver = subprocess.Popen([sys.executable, "-m", "sweeper", *QUICK, "training.epochs=2",
+                               f"hydra.sweep.dir={root}"], cwd=ROOT, env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not list(
+                (root / "stage-2-bayes" / "results").glob("*.parquet")
+                if (root / "stage-2-bayes" / "results").is_dir() else []):
+            time.sleep(0.1)
+        driver.send_signal(signal.SIGKILL)
+        driver.wait(10)
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+    time.sleep(11)  # its trial processes notice and end
+    done_before = {p: p.stat().st_mtime_ns for p in root.glob("stage-*/results/*.parquet")
+                   if pq.read_table(p, columns=["status"]).column(0)[0].as_py() == "completed"}
+    assert any("stage-1" in str(p) for p in done_before)
+    r = run_cli("resume", str(root))
+    assert r.returncode == 0, r.stderr
+    for path, mtime in done_before.items():
+        assert path.stat().st_mtime_ns == mtime, path  # no completed trial ran again
+    record = yaml.safe_load((root / "campaign.yaml").read_text())
+    assert [s["state"] for s in record["stages"]] == ["done"] * 5
+    for stage in STAGES:
+        assert (rows_of(root, stage)["attempt"] == 1).sum() >= 1
+
+
+BAD = [
+    ("{kind: explore, method: random, n_trials: 2}", "unknown stage kind 'explore'"),
+    ("{kind: narrow, method: random, n_trials: 2}", "there is none; put a search stage first"),
+    ("{kind: top_k_cv, top_k: 9}", "top_k=9 must be between 1 and the 4 trials"),
+    ("{kind: top_k_cv, top_k: 2, n_folds: 1}", "n_folds must be at least 2, got 1"),
+    ("{kind: final}", "the final stage must be the last"),
+]
+
+
+@pytest.mark.parametrize("stage, message", BAD, ids=[b[1][:30] for b in BAD])
+def test_bad_campaigns_are_one_line_and_run_nothing(tmp_path: Path, stage: str,
+                                                    message: str) -> None:
+    first = "{kind: search, method: random, n_trials: 4}"
+    stages = f"[{stage}]" if "narrow" in stage else f"[{first}, {stage}, {first}]" \
+        if "final" in stage else f"[{first}, {stage}]"
+    root = tmp_path / "c"
+    r = run_cli(*QUICK, f"campaign.stages={stages}", f"hydra.sweep.dir={root}")
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 2, r.stderr
+    assert len(lines) == 1 and message in lines[0], r.stderr
+    assert not (root / "campaign.yaml").exists()
+
+
+def test_a_cross_validated_grid_has_n_folds_rows_per_trial(tmp_path: Path) -> None:
+    root = tmp_path / "s"
+    r = run_cli("scenario=tiny", "cluster=local", "optimizer.lr=0.003,0.03",
+                "search.cross_validation.enabled=true", "search.cross_validation.n_folds=3",
+                f"hydra.sweep.dir={root}")
+    assert r.returncode == 0, r.stderr
+    rows = pd.DataFrame(list(result_rows(root).values()))
+    assert len(rows) == 6 and sorted(rows.groupby("optimizer.lr")["data.fold"].apply(sorted)
+                                     .tolist()) == [[0, 1, 2], [0, 1, 2]]
+    assert "configs by the mean over 3 folds" in r.stdout
+    want = rows.groupby("optimizer.lr")["val_loss"].agg(["mean", "std"])
+    for lr, (mean, std) in want.iterrows():
+        assert f"{mean:.6g}"[:5] in r.stdout and f"{std:.6g}"[:5] in r.stdout, (lr, r.stdout)
+    r = run_cli("merge", str(root))
+    assert r.returncode == 0 and "val_loss_std" in r.stdout
+    r = run_cli("report", str(root))
+    assert r.returncode == 0, r.stderr
+    page = (root / "report" / "index.html").read_text()
+    assert "cross-validation" in page and "val_loss_std" in page
