@@ -183,3 +183,62 @@ def test_a_cross_validated_grid_has_n_folds_rows_per_trial(tmp_path: Path) -> No
     assert r.returncode == 0, r.stderr
     page = (root / "report" / "index.html").read_text()
     assert "cross-validation" in page and "val_loss_std" in page
+
+
+STATIC_CAMPAIGN = """# @package _global_
+defaults:
+  - override /hydra/sweeper: sweeper
+hydra:
+  mode: MULTIRUN
+data:
+  test_fraction: 0.15
+campaign:
+  name: static
+  space:
+    optimizer.lr: {type: loguniform, low: 1.0e-3, high: 1.0e-1}
+    model.hidden_size: {type: int, low: 8, high: 32, step: 8}
+  stages:
+    - {name: coarse, kind: search, method: random, n_trials: 3, overrides: [training.epochs=2]}
+    - {name: fine, kind: narrow, method: random, n_trials: 2, overrides: [training.epochs=3]}
+    - {name: cv, kind: top_k_cv, top_k: 2, n_folds: 2, overrides: [training.epochs=3]}
+    - {name: final, kind: final, overrides: [training.epochs=3]}
+"""
+
+
+@pytest.mark.slurm
+@pytest.mark.slow
+def test_a_campaign_on_slurm_chains_its_stages_and_matches_the_local_run(tmp_path: Path) -> None:
+    import shutil
+
+    from test_slurm import job_ids, sacct
+
+    conf = tmp_path / "conf"
+    shutil.copytree(ROOT / "conf", conf)
+    (conf / "campaign" / "static.yaml").write_text(STATIC_CAMPAIGN)
+    env = {"SWEEPER_CONFIG_DIR": str(conf)}
+    common = ["+campaign=static", "scenario=tiny"]
+    local = tmp_path / "local"
+    assert run_cli(*common, "cluster=local", f"hydra.sweep.dir={local}", env=env).returncode == 0
+    root = tmp_path / "slurm"
+    start = time.monotonic()
+    r = run_cli(*common, "cluster=slurm", "cluster.mem_gb=0.5", f"hydra.sweep.dir={root}", env=env)
+    assert r.returncode == 0, r.stderr
+    assert time.monotonic() - start < 40 and "planning job" in r.stderr  # returns at once
+    deadline = time.monotonic() + 420
+    while time.monotonic() < deadline:
+        states = [s["state"] for s in yaml.safe_load((root / "campaign.yaml").read_text())["stages"]]
+        if all(s == "done" for s in states) or "stopped" in states:
+            break
+        time.sleep(3)
+    assert states == ["done"] * 4, (states, sorted((root / "logs").glob("campaign-*.log")))
+    names = ["stage-1-coarse", "stage-2-fine", "stage-3-cv", "stage-4-final"]
+    spans = []
+    for name in names:
+        runs = sacct(job_ids(root / name), expect=1)
+        spans.append((min(r["Start"] for r in runs), max(r["End"] for r in runs)))
+    assert all(spans[i][1] <= spans[i + 1][0] for i in range(3)), spans
+    for name in names:  # the same trials, the same numbers, as the local run
+        a, b = rows_of(local, name), rows_of(root, name)
+        assert len(a) == len(b)
+        metric = "test_loss" if name.endswith("final") else "val_loss"
+        assert sorted(b[metric]) == pytest.approx(sorted(a[metric]), rel=1e-5), name

@@ -31,6 +31,7 @@ __all__ = ["CAMPAIGN_NAME", "CampaignRecord", "is_campaign", "run_stages"]
 
 CAMPAIGN_NAME = "campaign.yaml"
 BASE_DIR = "base"
+_MAX_LAUNCHES = 3
 
 
 def is_campaign(root: Path) -> bool:
@@ -43,6 +44,7 @@ class StageState:
     state: str = "pending"  # pending | done | stopped
     reason: str = ""
     note: str = ""
+    launches: int = 0  # SLURM: times its arrays were submitted
 
 
 @dataclass
@@ -115,8 +117,12 @@ def run_stages(root: Path, executor: Executor, wait: bool = False) -> LaunchResu
         console.print(f"[campaign] {planned.n_trials or plan.search.n_trials} trial(s) in "
                       f"{paths.root}" + (f": {plan.note}" if plan.note else ""))
         result = run_pending(paths, planned.record, planned.table, executor, False, wait)
-        if result.interrupted or (not executor.runs_here and not result.waited):
-            return result  # SLURM: the stages after this one are planned when it has run
+        if result.interrupted:
+            return result
+        if result.job_ids and not result.waited:
+            # SLURM: a planning job goes on once this stage's arrays have ended.
+            _chain(root, record, i, base, result.job_ids)
+            return result
         if not _any_completed(paths, plan.search.metrics[0]):
             _stop(root, record, i, f"no trial of stage {i + 1} ({stage.name}) completed")
             return result
@@ -124,6 +130,24 @@ def run_stages(root: Path, executor: Executor, wait: bool = False) -> LaunchResu
         record.save(root)
     summarize(root)
     return result
+
+
+def _chain(root: Path, record: CampaignRecord, i: int, base: SweepRecord,
+           job_ids: tuple[str, ...]) -> None:
+    """Submit the planning job that continues after stage ``i``'s arrays; a stage submitted
+    again and again (its trials keep getting lost) stops the campaign instead."""
+    from sweeper.campaign.next import submit_next
+
+    state = record.stages[i]
+    state.launches += 1
+    if state.launches > _MAX_LAUNCHES:
+        _stop(root, record, i, f"stage {i + 1} was submitted {_MAX_LAUNCHES} times and still "
+                               "has trials to run; see its status")
+        return
+    job = submit_next(root, base.cluster, base.python or sys.executable, job_ids)
+    record.save(root)
+    console.print(f"[campaign] stage {i + 1} submitted ({', '.join(job_ids)}); planning job "
+                  f"{job} goes on after it. Watch: sweeper status {shell_path(root)}")
 
 
 def _stop(root: Path, record: CampaignRecord, i: int, reason: str) -> None:
