@@ -67,7 +67,7 @@ def next_search(data: ReportData, best: pd.Series, method: str = "grid",
                             fraction=NEXT_FRACTION, int_steps=None, top=3, past_edges=True)
     space = to_yaml_space([_with_num(spec, method) for spec in narrowed])
     return {"method": method, "metric": data.metric, "direction": data.direction,
-            **({"n_trials": 20, "seed": 0} if method == "random" else {}), "space": space}
+            **({"n_trials": 20, "seed": 0} if method != "grid" else {}), "space": space}
 
 
 def _with_num(spec: Mapping[str, Any], method: str) -> dict[str, Any]:

@@ -261,8 +261,9 @@ def _write_search(target: Path, text: str) -> None:
 
 
 def add_next(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--method", choices=["grid", "random"], default="grid",
-                   help="the next search's method (grid: 3 values per range)")
+    p.add_argument("--method", choices=["grid", "random", "qmc", "tpe", "gp", "cmaes"],
+                   default="grid", help="the next search's method (grid: 3 values per range; "
+                   "the others: 20 trials)")
     p.add_argument("--out", type=Path, help="where to write it (default: DIR/report/search/next.yaml)")
     p.set_defaults(func=_next)
 
