@@ -48,7 +48,7 @@ CASES = [
     (["search.method=random", "search.n_trials=0"], "search.n_trials must be a positive integer, got 0"),
     (["search.method=bayes"], "unknown search.method 'bayes'"),
     (["optimizer.lrr=0.1,0.2"], "'optimizer.lrr' is not a key of the config; did you mean 'optimizer.lr'?"),
-    (["scenario=nope"], "unknown option 'nope' for config group 'scenario'; options: lorenz, mackey_glass, tiny"),
+    (["scenario=nope"], "unknown option 'nope' for config group 'scenario'; options: bench, lorenz, mackey_glass, tiny"),
     (["task.fn=no_such_module:train"], "task.fn='no_such_module:train' cannot be imported"),
     (["task.fn=sweeper.tasks.lstm:trian"], "did you mean 'train'?"),
     (["x=choice(1,"], "malformed override 'x=choice(1,'"),
