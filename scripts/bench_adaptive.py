@@ -1,6 +1,8 @@
 """Compute to quality of adaptive search: epochs trained against the best val_loss reached.
 
     python scripts/bench_adaptive.py [--seeds 5] [--trials 20] [--quick] [--out FILE.json]
+    python scripts/bench_adaptive.py --methods random tpe+asha campaign --test-fraction 0.15 \
+        --skip-hartmann --out test-artifacts/bench_adaptive_campaign.json    # method (f)
 
 Every method trains the same task, the built-in LSTM on `scenario=bench` (30 epochs a trial,
 no early stopping, so epochs are the fidelity), over the space of conf/search/tpe.yaml (the
@@ -12,6 +14,12 @@ same as random.yaml), N trials, on 2 local workers, once per seed:
               +search.pruner.min_resource=2 +search.pruner.reduction_factor=3
   tpe         +search=tpe (no pruning)
   random+asha +search=random with the same pruner
+  campaign    (f) the staged campaign, conf/campaign/bench.yaml (hybrid.yaml's shape scaled to
+              scenario=bench, the same space): python -m sweeper +campaign=bench scenario=bench
+              campaign.seed=S cluster=local cluster.max_parallel=2 hydra.sweep.dir=DIR; it holds
+              out data.test_fraction=0.15 as a test split, so pass --test-fraction 0.15 to give
+              the other methods the same validation split (and a test_loss: their best config
+              trained once on train+validation with data.use_test=true, as the campaign's final)
   peer        hydra-optuna-sweeper (TPE, same seed, n_startup_trials and multivariate as
               tpe.yaml, n_trials=N, n_jobs=2) with hydra-joblib-launcher (2 jobs), installed into
               its own venv under the temp dir; a generated Hydra app composes conf/base.yaml's
@@ -19,7 +27,9 @@ same as random.yaml), N trials, on 2 local workers, once per seed:
 
 Each sweeper sweep is merged (`python -m sweeper merge DIR`); epochs trained is the sum of the
 rows' `epochs_run` (pruned rows count the epochs they ran), the best val_loss is the best
-completed (full 30-epoch) trial's. Prints a table (median [IQR] over seeds), writes the raw
+completed (full 30-epoch) trial's; the campaign's is the best completed trial of its search and
+narrow stages (any epoch budget; its 30-epoch best and CV mean are kept too), its epochs are
+every stage's, the trace runs over its stages in order. Prints a table (median [IQR] over seeds), writes the raw
 numbers as JSON and one figure (best val_loss against cumulative epochs, median over seeds)
 beside it. The Hartmann-6 simulation (scripts/mf_hartmann.py) runs first unless
 --skip-hartmann. Target: tpe+asha reaches random's median best with >= 60% fewer epochs.
@@ -30,6 +40,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -47,7 +58,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import mf_hartmann  # noqa: E402  (a sibling script, not a package)
 
 SWEEPER_METHODS = ("random", "tpe+asha", "tpe", "random+asha")
-METHODS = (*SWEEPER_METHODS, "peer")
+METHODS = (*SWEEPER_METHODS, "peer", "campaign")
 PEER_PINS = ["hydra-core==1.3.8", "hydra-optuna-sweeper==1.3.0", "torch==2.13.0"]
 JOBLIB_PIN = "hydra-joblib-launcher==1.2.0"
 # keys of the composed config that are not the task's: they differ between the tools
@@ -69,13 +80,19 @@ class Sweep:
     # (cumulative epochs, best completed val_loss so far), in the order trials finished
     trace: list[tuple[int, float]] = field(default_factory=list)
     note: str = ""
+    # --test-fraction / campaign: the test loss of the chosen config, trained on train+val
+    test_loss: float | None = None
+    # campaign: best of its full-length trials, best CV mean, epochs per stage
+    best_full: float | None = None
+    cv_mean: float | None = None
+    stages: list[dict[str, Any]] = field(default_factory=list)
 
 
 def sweeper_overrides(method: str, args: argparse.Namespace, seed: int, sweep_dir: Path) -> list[str]:
     search = "tpe" if method.startswith("tpe") else "random"
     out = [f"+search={search}", "scenario=bench", f"search.n_trials={args.trials}",
            f"search.seed={seed}", "cluster=local", "cluster.max_parallel=2",
-           f"hydra.sweep.dir={sweep_dir}", *args.extra]
+           f"hydra.sweep.dir={sweep_dir}", *args.extra, *split_overrides(args)]
     if method.endswith("+asha"):
         out += ["search.pruner.type=successive_halving",
                 f"+search.pruner.min_resource={args.min_resource}",
@@ -83,42 +100,128 @@ def sweeper_overrides(method: str, args: argparse.Namespace, seed: int, sweep_di
     return out
 
 
+def split_overrides(args: argparse.Namespace) -> list[str]:
+    return [] if args.test_fraction is None else [f"data.test_fraction={args.test_fraction}"]
+
+
 def trace_of(rows: list[dict[str, Any]], epochs_full: int) -> tuple[list[tuple[int, float]], float, int]:
-    """Rows in finishing order -> (cumulative epochs, best full-length val_loss so far)."""
+    """Rows in (stage, finishing) order -> (cumulative epochs, best full-length val_loss so far).
+    Rows with scored=False (a campaign's CV and final trials) count their epochs only."""
     trace, total, best = [], 0, float("inf")
-    for r in sorted(rows, key=lambda r: r["finished"]):
+    for r in sorted(rows, key=lambda r: (r.get("stage", 0), r["finished"])):
         total += int(r["epochs"])
-        if r["status"] == "completed" and r["epochs"] >= epochs_full and r["val_loss"] is not None:
+        if (r["status"] == "completed" and r["epochs"] >= epochs_full and r.get("val_loss") is not None
+                and r.get("scored", True)):
             best = min(best, float(r["val_loss"]))
         trace.append((total, best))
     return trace, best, total
 
 
-def run_sweeper(method: str, args: argparse.Namespace, seed: int, work: Path) -> Sweep:
-    sweep_dir = work / f"{method.replace('+', '-')}-s{seed}"
+def launch(cmd: list[str], sweep_dir: Path, reuse: bool, done: Path) -> float:
+    """Run a sweeper command into sweep_dir and return its wall time; with --reuse, a dir that
+    already holds `done` and a `wall_s` file (an earlier run) is read instead of rerun."""
+    if reuse and done.exists() and (sweep_dir / "wall_s").exists():
+        return float((sweep_dir / "wall_s").read_text())
     shutil.rmtree(sweep_dir, ignore_errors=True)
-    cmd = [sys.executable, "-m", "sweeper", *sweeper_overrides(method, args, seed, sweep_dir)]
     t0 = time.perf_counter()
     r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
     wall = time.perf_counter() - t0
     if r.returncode not in (0, 1):  # 1: some trials failed, still a result
         raise SystemExit(f"{' '.join(cmd)}\nexited {r.returncode}:\n{r.stderr[-3000:]}")
+    (sweep_dir / "wall_s").write_text(f"{wall:.2f}\n")
+    return wall
+
+
+def read_rows(sweep_dir: Path, stage: int = 0, scored: bool = True) -> list[dict[str, Any]]:
     subprocess.run([sys.executable, "-m", "sweeper", "merge", str(sweep_dir)], cwd=ROOT,
                    check=True, capture_output=True)
     import pyarrow.parquet as pq
 
-    table = pq.read_table(sweep_dir / "results.parquet").to_pylist()
-    rows = [{"status": t["status"], "val_loss": t.get("val_loss"),
+    return [{**t, "stage": stage, "scored": scored,
              "epochs": t.get("epochs_run") if t.get("epochs_run") is not None
              else len(t.get("curve") or []),
              "finished": t["finished_at"].timestamp() if t.get("finished_at") else 0.0}
-            for t in table]
+            for t in pq.read_table(sweep_dir / "results.parquet").to_pylist()]
+
+
+def count(sweep: Sweep, rows: list[dict[str, Any]]) -> None:
+    for status in ("completed", "pruned", "failed"):
+        setattr(sweep, status, sum(t["status"] == status for t in rows))
+
+
+def run_sweeper(method: str, args: argparse.Namespace, seed: int, work: Path) -> Sweep:
+    sweep_dir = work / f"{method.replace('+', '-')}-s{seed}"
+    cmd = [sys.executable, "-m", "sweeper", *sweeper_overrides(method, args, seed, sweep_dir)]
+    wall = launch(cmd, sweep_dir, args.reuse, sweep_dir / "trials.parquet")
+    rows = read_rows(sweep_dir)
     sweep = Sweep(method, seed, wall)
     sweep.trace, sweep.best, sweep.epochs = trace_of(rows, args.epochs)
-    for status in ("completed", "pruned", "failed"):
-        setattr(sweep, status, sum(t["status"] == status for t in table))
-    if table:
-        sweep.note = table[0]["config_yaml"]  # the task config, for the peer's check
+    count(sweep, rows)
+    if rows:
+        sweep.note = rows[0]["config_yaml"]  # the task config, for the peer's check
+    if args.test_fraction is not None:
+        sweep.test_loss = best_test_loss(rows, args, sweep_dir / "best-test")
+    return sweep
+
+
+def best_test_loss(rows: list[dict[str, Any]], args: argparse.Namespace, run_dir: Path) -> float | None:
+    """The best full-length config of a sweep trained once on train+validation for the same
+    epochs (data.use_test=true, as a campaign's final stage) and scored on the test split."""
+    done = [r for r in rows if r["status"] == "completed" and r["epochs"] >= args.epochs
+            and r.get("val_loss") is not None]
+    if not done:
+        return None
+    best = min(done, key=lambda r: r["val_loss"])
+    if args.reuse and (run_dir / "test_loss").exists():
+        return float((run_dir / "test_loss").read_text())
+    keys = list(peer_params())  # conf/search/tpe.yaml's space = the searched keys
+    cmd = [sys.executable, "-m", "sweeper", "scenario=bench", *split_overrides(args),
+           "data.use_test=true", f"training.epochs={args.epochs}", f"seed={best['seed']}",
+           *[f"{k}={best[k]}" for k in keys], *args.extra, f"hydra.run.dir={run_dir}"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}  # as a sweep's trial
+    r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=env)
+    found = re.findall(r"test_loss=([-+0-9.eE]+|nan|inf)", r.stdout + r.stderr)
+    if r.returncode != 0 or not found:
+        print(f"[bench] no test_loss from {' '.join(cmd)}:\n{(r.stdout + r.stderr)[-1500:]}")
+        return None
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "test_loss").write_text(found[-1] + "\n")
+    return float(found[-1])
+
+
+def run_campaign(args: argparse.Namespace, seed: int, work: Path) -> Sweep:
+    """(f): the staged campaign; epochs over all its stages, best val_loss over its search and
+    narrow stages, test_loss from its final stage (CAMPAIGN_DIR/summary.yaml)."""
+    from omegaconf import OmegaConf
+
+    sweep_dir = work / f"campaign-s{seed}"
+    cmd = [sys.executable, "-m", "sweeper", f"+campaign={args.campaign}", "scenario=bench",
+           f"campaign.seed={seed}", "cluster=local", "cluster.max_parallel=2",
+           f"hydra.sweep.dir={sweep_dir}", *args.extra]
+    wall = launch(cmd, sweep_dir, args.reuse, sweep_dir / "summary.yaml")
+    summary = OmegaConf.to_container(OmegaConf.load(sweep_dir / "summary.yaml"))
+    rows: list[dict[str, Any]] = []
+    for st in summary["stages"]:  # type: ignore[index]
+        stage_dir = sweep_dir / f"stage-{st['stage']}-{st['name']}"
+        if (stage_dir / "trials.parquet").exists():
+            rows += read_rows(stage_dir, int(st["stage"]), st["kind"] in ("search", "narrow"))
+    sweep = Sweep("campaign", seed, wall)
+    sweep.trace, sweep.best, sweep.epochs = trace_of(rows, 0)
+    _, full, _ = trace_of(rows, args.epochs)
+    sweep.best_full = full if np.isfinite(full) else None
+    count(sweep, rows)
+    sweep.stages = [{k: st[k] for k in ("name", "kind", "trials", "epochs")}
+                    for st in summary["stages"]]  # type: ignore[index]
+    final = summary.get("final") or {}  # type: ignore[union-attr]
+    sweep.test_loss = final.get("test_loss")
+    cv = sweep_dir / "cv.csv"
+    if cv.exists():
+        import pandas as pd
+
+        sweep.cv_mean = float(pd.read_csv(cv).iloc[0]["val_loss_mean"])
+    if sweep.epochs != summary["total_epochs"]:  # type: ignore[index]
+        print(f"[bench] campaign seed {seed}: {sweep.epochs} epochs in rows, "
+              f"{summary['total_epochs']} in summary.yaml")  # type: ignore[index]
     return sweep
 
 
@@ -287,6 +390,9 @@ def summarise(sweeps: list[Sweep]) -> dict[str, dict[str, Any]]:
             "completed": sum(s.completed for s in ss), "pruned": sum(s.pruned for s in ss),
             "failed": sum(s.failed for s in ss), "target": target, "reached": len(hit),
             "epochs_to_target": quartiles(hit),
+            "test_loss": quartiles([s.test_loss for s in ss if s.test_loss is not None]),
+            "best_full": quartiles([s.best_full for s in ss if s.best_full is not None]),
+            "cv_mean": quartiles([s.cv_mean for s in ss if s.cv_mean is not None]),
         }
     return out
 
@@ -297,11 +403,13 @@ def _q(q: list[float], fmt: str) -> str:
 
 def print_table(summary: dict[str, dict[str, Any]]) -> list[str]:
     lines = ["| method | seeds | epochs trained | best val_loss | epochs to reach random's median "
-             "best | wall s (2 workers) | trials completed / pruned / failed |",
-             "|---|---|---|---|---|---|---|"]
+             "best | test_loss of the chosen config | wall s (2 workers) | trials completed / "
+             "pruned / failed |",
+             "|---|---|---|---|---|---|---|---|"]
     for method, s in summary.items():
         lines.append(f"| {method} | {s['seeds']} | {_q(s['epochs'], '.0f')} | {_q(s['best'], '.4f')} "
                      f"| {_q(s['epochs_to_target'], '.0f')} ({s['reached']}/{s['seeds']} seeds) | "
+                     f"{_q(s.get('test_loss', []), '.4f')} | "
                      f"{_q(s['wall_s'], '.0f')} | {s['completed']} / {s['pruned']} / {s['failed']} |")
     lines += verdict(summary)
     print("\n" + "\n".join(lines), flush=True)
@@ -317,6 +425,15 @@ def verdict(summary: dict[str, dict[str, Any]]) -> list[str]:
         out.append(f"\nTarget (tpe+asha reaches random's median best {a['best'][1]:.4f} with >= 60% "
                    f"fewer epochs): {'met' if ok else 'NOT met'}: median best {b['best'][1]:.4f} with "
                    f"{saved:.0%} fewer epochs ({b['epochs'][1]:.0f} vs {a['epochs'][1]:.0f}).")
+    f = summary.get("campaign")
+    if a and f:
+        saved = 1.0 - f["epochs"][1] / a["epochs"][1]
+        ok = f["best"][1] <= a["best"][1] and saved >= 0.6
+        out.append(f"Target (campaign: >= 60% fewer epochs than random at an equal or better median "
+                   f"best {a['best'][1]:.4f}): {'met' if ok else 'NOT met'}: median best "
+                   f"{f['best'][1]:.4f} with {saved:.0%} fewer epochs ({f['epochs'][1]:.0f} vs "
+                   f"{a['epochs'][1]:.0f}); its 30-epoch trials' best {_q(f.get('best_full', []), '.4f')}, "
+                   f"best CV mean {_q(f.get('cv_mean', []), '.4f')}.")
     e = summary.get("peer")
     if b and e:
         out.append(f"Wall time on 2 workers, same run: tpe+asha median {b['wall_s'][1]:.0f}s, "
@@ -398,7 +515,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                                  epilog="\n".join(__doc__.splitlines()[2:]))
     ap.add_argument("--seeds", type=int, default=5, help="seeds per method (default 5)")
     ap.add_argument("--trials", type=int, default=20, help="N, trials per sweep (default 20)")
-    ap.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    ap.add_argument("--methods", nargs="+", default=[m for m in METHODS if m != "campaign"],
+                    choices=METHODS, help="default: all but campaign (add it by name)")
     ap.add_argument("--min-resource", type=int, default=2, help="SuccessiveHalvingPruner (2)")
     ap.add_argument("--reduction-factor", type=int, default=3, help="SuccessiveHalvingPruner (3)")
     ap.add_argument("--quick", action="store_true",
@@ -407,6 +525,12 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--hartmann-seeds", type=int, default=20)
     ap.add_argument("--hartmann-trials", type=int, default=100)
     ap.add_argument("--workdir", type=Path, help="sweep dirs go here (default: a new temp dir, kept)")
+    ap.add_argument("--test-fraction", type=float, default=None,
+                    help="data.test_fraction for the sweeper methods (0.15: the campaign's split), "
+                    "and a test_loss for their best config")
+    ap.add_argument("--campaign", default="bench", help="conf/campaign/NAME.yaml for 'campaign'")
+    ap.add_argument("--reuse", action="store_true", help="read a --workdir sweep dir that "
+                    "holds a finished run (and its wall_s file) instead of running it again")
     ap.add_argument("--replot", type=Path, metavar="JSON",
                     help="no runs: print the table and draw the figure of an earlier --out")
     ap.add_argument("--out", type=Path, help="raw numbers as JSON (default "
@@ -463,10 +587,12 @@ def main(argv: list[str] | None = None) -> int:
     for seed in range(args.seeds):
         for method in args.methods:  # interleaved, so a busy machine slows every method alike
             s = (run_peer(args, seed, args.workdir, py, joblib) if method == "peer"
+                 else run_campaign(args, seed, args.workdir) if method == "campaign"
                  else run_sweeper(method, args, seed, args.workdir))
             sweeps.append(s)
             print(f"[bench] seed {seed} {method:12s} {s.epochs:5d} epochs  best {s.best:.4f}  "
                   f"{s.completed} completed {s.pruned} pruned {s.failed} failed  {s.wall_s:.0f}s  "
+                  f"test {s.test_loss if s.test_loss is not None else '-'}  "
                   f"(total {time.perf_counter() - t0:.0f}s)", flush=True)
     ours = next((s.note for s in sweeps if s.method != "peer" and s.note), None)
     theirs = next((s.note for s in sweeps if s.method == "peer" and s.note), None)
