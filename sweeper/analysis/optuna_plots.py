@@ -22,7 +22,7 @@ from sweeper.analysis.importance import MIN_TRIALS
 from sweeper.analysis.plots import pyplot, y_scale
 from sweeper.analysis.study_view import completed, objectives, target_args, varying
 
-__all__ = ["Figure", "draw", "pruned_ends", "static"]
+__all__ = ["Figure", "draw", "history", "pruned_ends", "static"]
 
 
 @dataclass(frozen=True)
@@ -212,3 +212,11 @@ def _quiet() -> Iterator[None]:
         warnings.simplefilter("ignore")
         optuna.logging.set_verbosity(optuna.logging.ERROR)
         yield
+
+
+def history(data: ReportData) -> Any:
+    """Optuna's optimization history of ``data`` as history.png shows it (on the y scale of
+    :func:`y_scale`); None without completed trials."""
+    from sweeper.analysis.study_view import study_from_rows
+
+    return static("history", study_from_rows(data), data)

@@ -136,7 +136,7 @@ def _chain(root: Path, record: CampaignRecord, i: int, base: SweepRecord,
            job_ids: tuple[str, ...]) -> None:
     """Submit the planning job that continues after stage ``i``'s arrays; a stage submitted
     again and again (its trials keep getting lost) stops the campaign instead."""
-    from sweeper.campaign.next import submit_next
+    from sweeper.campaign.chain import submit_next
 
     state = record.stages[i]
     state.launches += 1
