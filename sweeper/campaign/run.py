@@ -1,7 +1,7 @@
 """Running a campaign: its stages in order, each a normal sweep dir under the campaign dir.
 
 ``CAMPAIGN_DIR/campaign.yaml`` freezes the stage list and records each stage's state
-(``pending``, ``done``, or ``stopped`` with the reason). ``resume`` goes on from the first
+(``open``, ``done``, or ``stopped`` with the reason). ``resume`` goes on from the first
 stage not done; a stage already planned finds its own dir and runs only what it lacks.
 """
 
@@ -41,7 +41,7 @@ def is_campaign(root: Path) -> bool:
 @dataclass
 class StageState:
     dir: str
-    state: str = "pending"  # pending | done | stopped
+    state: str = "open"  # open | done | stopped
     reason: str = ""
     note: str = ""
     launches: int = 0  # SLURM: times its arrays were submitted
