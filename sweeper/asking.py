@@ -8,7 +8,7 @@ row carries the Optuna trial number (``optuna_trial``) and the Optuna trial the 
 (user attr ``trial_id``), so status, merge, report and resume treat adaptive trials like
 static ones.
 
-The trial's own process tells the study how it ended (:class:`StudyLink`): completed with its
+The trial's own process tells the study how it ended (:class:`sweeper.study.StudyLink`): completed with its
 metric(s), pruned, or failed. A trial stopped from outside (cancelled, timed out, its process
 killed) is left running in the study; the next ask finds it gone from the sweep (its marker
 dead, its element out of the queue), tells it as failed and asks its parameters again, at
@@ -30,16 +30,14 @@ import pyarrow as pa
 from sweeper.paths import SweepPaths
 from sweeper.record import SweepRecord
 from sweeper.state import TrialState
+from sweeper.study import OPTUNA_COLUMN, tell_outcome
 
 if TYPE_CHECKING:
     import optuna
 
-    from sweeper.results import TrialOutcome
+__all__ = ["OPTUNA_COLUMN", "Asker", "add_number_column", "durations_s", "fits_before",
+           "request_of"]
 
-__all__ = ["OPTUNA_COLUMN", "Asker", "StudyLink", "add_number_column", "request_of"]
-
-#: The trial table's column with each adaptive trial's Optuna trial number.
-OPTUNA_COLUMN = "optuna_trial"
 _LOST = "sweeper_lost"
 _REPLACES = "sweeper_replaces"  # on a trial asked again with --retry-failed: the failed one's number
 _RETRIES = "sweeper_retries"
@@ -228,7 +226,7 @@ class Asker:
         if state is TrialState.FAILED and not row.get("traceback"):
             return False  # its process died (the driver wrote the row): lost, not failed
         if state in (TrialState.COMPLETED, TrialState.PRUNED, TrialState.FAILED):
-            _tell(self.study, t.number, state, row, self.record)
+            tell_outcome(self.study, t.number, state, row, self.record)
             return True
         return False
 
@@ -273,90 +271,6 @@ def read_row(paths: SweepPaths, tid: int) -> dict[str, Any] | None:
         return row
     except (OSError, pa.ArrowException, IndexError):
         return None
-
-
-def _values(record: SweepRecord, metrics: Mapping[str, Any]) -> list[float] | None:
-    try:
-        values = [float(metrics[m]) for m in record.search.metrics]
-    except (KeyError, TypeError, ValueError):
-        return None
-    return values if all(np.isfinite(values)) else None
-
-
-def _tell(study: optuna.Study, number: int, state: TrialState, metrics: Mapping[str, Any],
-          record: SweepRecord) -> None:
-    import optuna
-
-    if state is TrialState.COMPLETED and (values := _values(record, metrics)) is not None:
-        study.tell(number, values, skip_if_finished=True)
-    elif state is TrialState.PRUNED:
-        study.tell(number, state=optuna.trial.TrialState.PRUNED, skip_if_finished=True)
-    else:
-        study.tell(number, state=optuna.trial.TrialState.FAIL, skip_if_finished=True)
-
-
-class StudyLink:
-    """A running trial's Optuna trial: what ``sweeper.report`` feeds (for pruning) and what
-    is told when the trial ends. Any storage failure is said once and then ignored: the
-    trial goes on without pruning, and a trial never told is recovered as lost later."""
-
-    def __init__(self, paths: SweepPaths, record: SweepRecord, row: Mapping[str, Any]) -> None:
-        import optuna
-
-        from sweeper.study import open_study
-
-        self.record = record
-        self.metric = record.search.metrics[0]
-        self.study = open_study(paths, record)
-        number = row.get(OPTUNA_COLUMN)
-        if number is None:  # a static trial, pruned: its study trial starts with it
-            number = self._add(row)
-        self.number = int(number)
-        storage = self.study._storage
-        trial_id = storage.get_trial_id_from_study_id_trial_number(self.study._study_id,
-                                                                    self.number)
-        self.trial = optuna.trial.Trial(self.study, trial_id)
-        self.broken = False
-
-    def _add(self, row: Mapping[str, Any]) -> int:
-        import optuna
-
-        from sweeper.study import distributions
-
-        dists = distributions(self.record)
-        params = {}
-        for key, dist in dists.items():
-            value = row[key]
-            if isinstance(dist, optuna.distributions.CategoricalDistribution) \
-                    and value not in dist.choices:
-                continue  # a value the study cannot hold (kept in the row)
-            params[key] = value
-        self.study.add_trial(optuna.trial.create_trial(
-            params=params, distributions={k: dists[k] for k in params},
-            state=optuna.trial.TrialState.RUNNING,
-            user_attrs={"trial_id": int(row["trial_id"])}))
-        return self.study.get_trials(deepcopy=False)[-1].number
-
-    def report(self, epoch: int, metrics: Mapping[str, float]) -> None:
-        value = metrics.get(self.metric)
-        if value is None or not np.isfinite(value) or self.broken:
-            return
-        try:
-            self.trial.report(float(value), int(epoch))
-        except Exception as ex:  # the trial goes on, unpruned
-            self.broken = True
-            print(f"[sweeper] could not report to the study ({type(ex).__name__}: {ex}); "
-                  "this trial is not pruned", flush=True)
-
-    def should_prune(self) -> bool:
-        return not self.broken and bool(self.trial.should_prune())
-
-    def tell(self, outcome: TrialOutcome) -> None:
-        """Tell how the trial ended; stopped ones (cancelled, timed out, requeued) stay
-        running in the study, for the next ask to recover or the requeued task to go on."""
-        if outcome.status in (TrialState.COMPLETED, TrialState.PRUNED) or (
-                outcome.status is TrialState.FAILED and outcome.traceback):
-            _tell(self.study, self.number, outcome.status, outcome.metrics or {}, self.record)
 
 
 def durations_s(study: optuna.Study) -> list[float]:

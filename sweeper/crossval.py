@@ -9,6 +9,8 @@ from typing import Any
 
 import pandas as pd
 
+from sweeper.state import TrialState
+
 __all__ = ["cv_table"]
 
 
@@ -18,12 +20,14 @@ def cv_table(results: pd.DataFrame, keys: Sequence[str], metric: str, direction:
     folds, their std and count; best first.
 
     >>> df = pd.DataFrame({"lr": [1, 1, 2, 2], "data.fold": [0, 1, 0, 1],
-    ...                    "status": ["completed"] * 4, "val_loss": [1.0, 3.0, 0.5, 1.5]})
+    ...                    "status": [TrialState.COMPLETED.value] * 4,
+    ...                    "val_loss": [1.0, 3.0, 0.5, 1.5]})
     >>> cv_table(df, ["lr"], "val_loss", "minimize").to_dict("records")[0]
     {'lr': 2, 'val_loss_mean': 1.0, 'val_loss_std': 0.7071067811865476, 'folds': 2}
     """
     name = f"{metric}_{aggregation}"
-    done = results[results["status"] == "completed"] if "status" in results else results
+    done = results[results["status"] == TrialState.COMPLETED.value] if "status" in results \
+        else results
     if done.empty or metric not in done:
         return pd.DataFrame(columns=[*keys, name, f"{metric}_std", "folds"])
     grouped = done.groupby(list(keys), dropna=False)[metric]

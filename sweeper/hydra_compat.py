@@ -1,10 +1,24 @@
-"""Turn Hydra's multi-line composition errors into sweeper's one-line ConfigErrors."""
+"""What sweeper takes from Hydra's running app (composing a variant, telling config groups
+from keys, the config's source, the task), and Hydra's multi-line composition errors as
+sweeper's one-line ConfigErrors. Used by a sweep and by a campaign alike."""
 
 from __future__ import annotations
 
-from sweeper.errors import ConfigError
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
-__all__ = ["translate"]
+from omegaconf import DictConfig, OmegaConf
+
+from sweeper import taskref
+from sweeper.errors import ConfigError, SweeperError
+from sweeper.executors import resolve_executor
+from sweeper.paths import SweepPaths
+from sweeper.schema import ClusterConf
+
+__all__ = ["composer", "config_source", "executor_kind", "is_group_of", "task_fallback",
+           "translate"]
 
 
 def _one_line(text: str) -> str:
@@ -39,3 +53,61 @@ def translate(ex: BaseException) -> ConfigError | None:
         first = text.split("\nConfig search path")[0]
         return ConfigError(f"config error: {_one_line(first)}")
     return None
+
+
+def composer(loader: Any, master: DictConfig) -> Callable[[list[str]], DictConfig]:
+    """Compose the app's config with overrides, as Hydra composes each job of a multirun;
+    its errors are one line."""
+
+    def compose(overrides: list[str]) -> DictConfig:
+        try:
+            return loader.load_sweep_config(master, list(overrides))  # type: ignore[no-any-return,unused-ignore]
+        except SweeperError:
+            raise
+        except Exception as ex:
+            err = translate(ex)
+            if err is None:
+                raise
+            raise err from None
+
+    return compose
+
+
+def is_group_of(loader: Any) -> Callable[[str], bool]:
+    """Whether a key names a config group of the app (``scenario``), not a value."""
+
+    def is_group(key: str) -> bool:
+        try:
+            return bool(loader.repository.group_exists(key))
+        except Exception:
+            return False
+
+    return is_group
+
+
+def config_source(master: DictConfig) -> tuple[str, str]:
+    """The primary config dir and the config's name, so the sweep can be planned again."""
+    sources = OmegaConf.select(master, "hydra.runtime.config_sources", default=None) or []
+    main = next((s for s in sources if s.get("provider") == "main"), None)
+    name = OmegaConf.select(master, "hydra.job.config_name", default=None)
+    return (str(main.path) if main is not None and main.schema == "file" else "",
+            str(name) if name else "")
+
+
+def executor_kind(cluster: ClusterConf, sweep_dir: str) -> str:
+    """Where to run: as the user asked, or, for ``auto`` in a dir planned before, where it
+    was planned (a sweep never switches between local and SLURM behind the user's back)."""
+    if cluster.executor == "auto":
+        from sweeper.record import SweepRecord
+
+        paths = SweepPaths(Path(sweep_dir))
+        if paths.sweep_yaml.is_file():
+            return SweepRecord.load(paths).executor
+    return resolve_executor(cluster)
+
+
+def task_fallback(task_function: Any) -> str | None:
+    """The task when the config names none: the user's own @hydra.main function."""
+    if getattr(task_function, "_sweeper_entry", False):
+        return os.environ.get("SWEEPER_TASK_FALLBACK")
+    return taskref.ref_for(task_function)

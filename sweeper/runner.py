@@ -138,7 +138,7 @@ def _study_link(paths: SweepPaths, record: SweepRecord, row: dict[str, Any]) -> 
     cannot be reached costs the trial its pruning, never its run."""
     if not record.search.uses_study:
         return None
-    from sweeper.asking import StudyLink
+    from sweeper.study import StudyLink
 
     try:
         return StudyLink(paths, record, row)

@@ -20,17 +20,25 @@ import warnings
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from sweeper.errors import ConfigError, closest
+from sweeper.state import TrialState
 
 if TYPE_CHECKING:
     import optuna
 
     from sweeper.paths import SweepPaths
     from sweeper.record import SweepRecord
+    from sweeper.results import TrialOutcome
     from sweeper.schema import SearchConf
 
-__all__ = ["PRUNERS", "SAMPLERS", "check_study_settings", "distributions", "make_pruner",
-           "make_sampler", "open_study", "storage_url", "study_name"]
+__all__ = ["OPTUNA_COLUMN", "PRUNERS", "SAMPLERS", "StudyLink", "check_study_settings",
+           "distributions", "make_pruner", "make_sampler", "open_study", "storage_url",
+           "study_name", "tell_outcome"]
+
+#: The trial table's column with each adaptive trial's Optuna trial number.
+OPTUNA_COLUMN = "optuna_trial"
 
 #: search.method -> the Optuna sampler class it uses.
 SAMPLERS = {"tpe": "TPESampler", "gp": "GPSampler", "cmaes": "CmaEsSampler",
@@ -266,3 +274,83 @@ def distributions(record: SweepRecord) -> dict[str, optuna.distributions.BaseDis
                                          log=bool(spec.get("log")),
                                          step=float(step) if step is not None else None)
     return out
+
+
+def _values(record: SweepRecord, metrics: Mapping[str, Any]) -> list[float] | None:
+    try:
+        values = [float(metrics[m]) for m in record.search.metrics]
+    except (KeyError, TypeError, ValueError):
+        return None
+    return values if all(np.isfinite(values)) else None
+
+
+def tell_outcome(study: optuna.Study, number: int, state: TrialState, metrics: Mapping[str, Any],
+          record: SweepRecord) -> None:
+    import optuna
+
+    if state is TrialState.COMPLETED and (values := _values(record, metrics)) is not None:
+        study.tell(number, values, skip_if_finished=True)
+    elif state is TrialState.PRUNED:
+        study.tell(number, state=optuna.trial.TrialState.PRUNED, skip_if_finished=True)
+    else:
+        study.tell(number, state=optuna.trial.TrialState.FAIL, skip_if_finished=True)
+
+
+class StudyLink:
+    """A running trial's Optuna trial: what ``sweeper.report`` feeds (for pruning) and what
+    is told when the trial ends. Any storage failure is said once and then ignored: the
+    trial goes on without pruning, and a trial never told is recovered as lost later."""
+
+    def __init__(self, paths: SweepPaths, record: SweepRecord, row: Mapping[str, Any]) -> None:
+        import optuna
+
+        self.record = record
+        self.metric = record.search.metrics[0]
+        self.study = open_study(paths, record)
+        number = row.get(OPTUNA_COLUMN)
+        if number is None:  # a static trial, pruned: its study trial starts with it
+            number = self._add(row)
+        self.number = int(number)
+        storage = self.study._storage
+        trial_id = storage.get_trial_id_from_study_id_trial_number(self.study._study_id,
+                                                                    self.number)
+        self.trial = optuna.trial.Trial(self.study, trial_id)
+        self.broken = False
+
+    def _add(self, row: Mapping[str, Any]) -> int:
+        import optuna
+
+        dists = distributions(self.record)
+        params = {}
+        for key, dist in dists.items():
+            value = row[key]
+            if isinstance(dist, optuna.distributions.CategoricalDistribution) \
+                    and value not in dist.choices:
+                continue  # a value the study cannot hold (kept in the row)
+            params[key] = value
+        self.study.add_trial(optuna.trial.create_trial(
+            params=params, distributions={k: dists[k] for k in params},
+            state=optuna.trial.TrialState.RUNNING,
+            user_attrs={"trial_id": int(row["trial_id"])}))
+        return self.study.get_trials(deepcopy=False)[-1].number
+
+    def report(self, epoch: int, metrics: Mapping[str, float]) -> None:
+        value = metrics.get(self.metric)
+        if value is None or not np.isfinite(value) or self.broken:
+            return
+        try:
+            self.trial.report(float(value), int(epoch))
+        except Exception as ex:  # the trial goes on, unpruned
+            self.broken = True
+            print(f"[sweeper] could not report to the study ({type(ex).__name__}: {ex}); "
+                  "this trial is not pruned", flush=True)
+
+    def should_prune(self) -> bool:
+        return not self.broken and bool(self.trial.should_prune())
+
+    def tell(self, outcome: TrialOutcome) -> None:
+        """Tell how the trial ended; stopped ones (cancelled, timed out, requeued) stay
+        running in the study, for the next ask to recover or the requeued task to go on."""
+        if outcome.status in (TrialState.COMPLETED, TrialState.PRUNED) or (
+                outcome.status is TrialState.FAILED and outcome.traceback):
+            tell_outcome(self.study, self.number, outcome.status, outcome.metrics or {}, self.record)

@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from conftest import ROOT, run_cli
-from sweeper.analysis import markdown_table, plots, space_table, status_table
+from sweeper.analysis import markdown_table, optuna_plots, plots, space_table, status_table
 from sweeper.analysis.data import ReportData, load, pareto_front, selection_scores
 from sweeper.analysis.html import page
 from sweeper.analysis.plots import heatmap_data
@@ -218,7 +218,7 @@ def test_search_space_table_says_yes_or_no_for_log_and_never_nan() -> None:
 ])
 def test_history_y_scale_follows_the_spread_of_the_metric(tmp_path: Path, values: list[float],
                                                           scale: str) -> None:
-    fig = plots.history(hand_made(tmp_path, ["completed"] * len(values), values))
+    fig = optuna_plots.history(hand_made(tmp_path, ["completed"] * len(values), values))
     assert fig.axes[0].get_yscale() == scale
 
 

@@ -10,7 +10,7 @@ import warnings
 from typing import TYPE_CHECKING
 
 from sweeper.analysis.data import ReportData
-from sweeper.analysis.study_view import completed, target_args, varying
+from sweeper.analysis.study_view import completed_trials, target_args, varying
 
 if TYPE_CHECKING:
     import optuna
@@ -27,7 +27,7 @@ def importances(study: optuna.Study, data: ReportData) -> dict[str, float]:
     from optuna.importance import PedAnovaImportanceEvaluator, get_param_importances
 
     keys = varying(study, list(data.params))
-    if len(completed(study)) < MIN_TRIALS or not keys:
+    if len(completed_trials(study)) < MIN_TRIALS or not keys:
         return {}
     target = target_args(data).get("target")
     with warnings.catch_warnings():

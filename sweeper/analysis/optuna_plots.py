@@ -20,9 +20,10 @@ import numpy as np
 from sweeper.analysis.data import ReportData
 from sweeper.analysis.importance import MIN_TRIALS
 from sweeper.analysis.plots import pyplot, y_scale
-from sweeper.analysis.study_view import completed, objectives, target_args, varying
+from sweeper.analysis.study_view import completed_trials, objectives, target_args, varying
+from sweeper.state import TrialState
 
-__all__ = ["Figure", "draw", "pruned_ends", "static"]
+__all__ = ["Figure", "draw", "history", "pruned_ends", "static"]
 
 
 @dataclass(frozen=True)
@@ -61,7 +62,7 @@ def _need(ok: bool, why: str) -> str:
 
 def _plots(study: Any, data: ReportData, importance: dict[str, float]) -> list[_Plot]:
     """Every Optuna plot for this study, in page order, each drawable or with its reason."""
-    done = len(completed(study))
+    done = len(completed_trials(study))
     keys = varying(study, [*importance, *(k for k in data.params if k not in importance)])
     target, pair = target_args(data), keys[:2]
     no_trials = _need(done > 0, "no completed trials yet")
@@ -109,7 +110,7 @@ def _mark_pruned_plotly(fig: Any, study: Any) -> None:
     ends = pruned_ends(study)
     if ends:
         fig.add_trace(go.Scatter(
-            x=[s for s, _, _ in ends], y=[v for _, v, _ in ends], mode="markers", name="pruned",
+            x=[s for s, _, _ in ends], y=[v for _, v, _ in ends], mode="markers", name=TrialState.PRUNED.value,
             text=[f"Trial{n} pruned" for _, _, n in ends], hoverinfo="text+x+y",
             marker={"symbol": "x", "size": 11, "color": "#d62728"}))
 
@@ -118,7 +119,7 @@ def _mark_pruned_png(ax: Any, study: Any) -> None:
     ends = pruned_ends(study)
     if ends:
         ax.scatter([s for s, _, _ in ends], [v for _, v, _ in ends], marker="x", s=60,
-                   color="#d62728", zorder=3, label="pruned")
+                   color="#d62728", zorder=3, label=TrialState.PRUNED.value)
         ax.legend(bbox_to_anchor=(1.05, 1.0), loc="upper left")  # where Optuna puts it
 
 
@@ -212,3 +213,11 @@ def _quiet() -> Iterator[None]:
         warnings.simplefilter("ignore")
         optuna.logging.set_verbosity(optuna.logging.ERROR)
         yield
+
+
+def history(data: ReportData) -> Any:
+    """Optuna's optimization history of ``data`` as history.png shows it (on the y scale of
+    :func:`y_scale`); None without completed trials."""
+    from sweeper.analysis.study_view import study_from_rows
+
+    return static("history", study_from_rows(data), data)

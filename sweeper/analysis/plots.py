@@ -15,7 +15,7 @@ import pandas as pd
 from sweeper.analysis.data import ReportData
 from sweeper.state import TrialState
 
-__all__ = ["curves", "failures", "heatmap", "heatmap_data", "history", "pareto", "pyplot",
+__all__ = ["curves", "failures", "heatmap", "heatmap_data", "pareto", "pyplot",
            "y_scale"]
 
 
@@ -97,15 +97,6 @@ def y_scale(values: np.ndarray) -> tuple[str, dict[str, float]]:
     if sizes.size and sizes.max() > 10 * sizes.min():
         return "symlog", {"linthresh": float(sizes.min())}
     return "linear", {}
-
-
-def history(data: ReportData) -> Any:
-    """Optuna's optimization history of ``data`` as history.png shows it (on the y scale of
-    :func:`y_scale`); None without completed trials."""
-    from sweeper.analysis.optuna_plots import static  # it imports this module
-    from sweeper.analysis.study_view import study_from_rows
-
-    return static("history", study_from_rows(data), data)
 
 
 def curves(data: ReportData, top: Sequence[int]) -> Any:

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 
     from sweeper.record import SweepRecord
 
-__all__ = ["completed", "distribution", "objectives", "pareto_trials", "study_from_rows",
+__all__ = ["completed_trials", "distribution", "objectives", "pareto_trials", "study_from_rows",
            "study_journal", "target_args", "varying", "write_journal"]
 
 _NOT_RUN = frozenset({TrialState.NOT_SUBMITTED, TrialState.MISSING})
@@ -48,7 +48,7 @@ def target_args(data: ReportData) -> dict[str, Any]:
     return {"target": lambda t: t.values[index], "target_name": data.metric}
 
 
-def completed(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+def completed_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
     from optuna.trial import TrialState as Optuna
 
     return study.get_trials(deepcopy=False, states=(Optuna.COMPLETE,))
@@ -56,7 +56,7 @@ def completed(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
 
 def varying(study: optuna.Study, keys: list[str]) -> list[str]:
     """The keys whose completed trials hold more than one value: the others explain nothing."""
-    done = completed(study)
+    done = completed_trials(study)
     return [k for k in keys if len({repr(t.params.get(k)) for t in done if k in t.params}) > 1]
 
 

@@ -18,9 +18,15 @@ __all__ = ["is_campaign", "run_campaign"]
 def run_campaign(master: DictConfig, hydra_context: Any, task_function: Any,
                  arguments: list[str], settings: Any) -> Any:
     """Freeze the campaign (its stage list and its config variants), then run its stages."""
-    from sweeper import hydra_sweeper as hs
     from sweeper.console import err as console
-    from sweeper.executors import make_executor
+    from sweeper.executors import LaunchResult, make_executor
+    from sweeper.hydra_compat import (
+        composer,
+        config_source,
+        executor_kind,
+        is_group_of,
+        task_fallback,
+    )
     from sweeper.overrides import build_request
     from sweeper.paths import SweepPaths
     from sweeper.planner import plan_sweep
@@ -32,17 +38,17 @@ def run_campaign(master: DictConfig, hydra_context: Any, task_function: Any,
     cluster = validate(master.get("cluster"), ClusterConf, "cluster")
     root = Path(str(master.hydra.sweep.dir))
     kind = CampaignRecord.load(root).executor if is_campaign(root) and \
-        cluster.executor == "auto" else hs._executor_kind(cluster, str(root / BASE_DIR))
+        cluster.executor == "auto" else executor_kind(cluster, str(root / BASE_DIR))
     executor = make_executor(cluster, kind)
     loader = hydra_context.config_loader
-    is_group = hs._is_group(loader)
+    is_group = is_group_of(loader)
     request = build_request(camp.space, arguments, is_group, loader, camp.seed)
     search = SearchConf(method="grid", metric=camp.metric, direction=camp.direction,
                         seed=camp.seed)
-    fallback = hs._task_fallback(task_function)
-    plan_sweep(SweepPaths(root / BASE_DIR), search, request, hs._composer(loader, master),
+    fallback = task_fallback(task_function)
+    plan_sweep(SweepPaths(root / BASE_DIR), search, request, composer(loader, master),
                cluster=cluster, executor=kind, is_group=is_group, task_fallback=fallback,
-               command=list(arguments), config_source=hs._config_source(master),
+               command=list(arguments), config_source=config_source(master),
                design=VariantsOnly(search.max_trials).propose(request.space.params))
     if is_campaign(root):
         record = CampaignRecord.load(root)
@@ -58,5 +64,5 @@ def run_campaign(master: DictConfig, hydra_context: Any, task_function: Any,
     console.print(f"[campaign] {camp.name}: {len(stages)} stages in {root}, on "
                   f"{executor.describe()}")
     if settings.dry_run:
-        return hs.LaunchResult()
+        return LaunchResult()
     return run_stages(root, executor, wait=settings.wait)

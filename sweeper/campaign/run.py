@@ -1,7 +1,7 @@
 """Running a campaign: its stages in order, each a normal sweep dir under the campaign dir.
 
 ``CAMPAIGN_DIR/campaign.yaml`` freezes the stage list and records each stage's state
-(``pending``, ``done``, or ``stopped`` with the reason). ``resume`` goes on from the first
+(``open``, ``done``, or ``stopped`` with the reason). ``resume`` goes on from the first
 stage not done; a stage already planned finds its own dir and runs only what it lacks.
 """
 
@@ -41,7 +41,7 @@ def is_campaign(root: Path) -> bool:
 @dataclass
 class StageState:
     dir: str
-    state: str = "pending"  # pending | done | stopped
+    state: str = "open"  # open | done | stopped
     reason: str = ""
     note: str = ""
     launches: int = 0  # SLURM: times its arrays were submitted
@@ -136,7 +136,7 @@ def _chain(root: Path, record: CampaignRecord, i: int, base: SweepRecord,
            job_ids: tuple[str, ...]) -> None:
     """Submit the planning job that continues after stage ``i``'s arrays; a stage submitted
     again and again (its trials keep getting lost) stops the campaign instead."""
-    from sweeper.campaign.next import submit_next
+    from sweeper.campaign.chain import submit_next
 
     state = record.stages[i]
     state.launches += 1

@@ -28,6 +28,7 @@ from sweeper.paths import SweepPaths
 from sweeper.record import SweepRecord
 from sweeper.schema import SearchConf
 from sweeper.space import Param
+from sweeper.state import TrialState
 from sweeper.strategies import Design
 
 __all__ = ["FOLD_KEY", "StagePlan", "earlier_results", "frozen_composer", "stage_design"]
@@ -204,7 +205,7 @@ def earlier_results(stage_dirs: Sequence[tuple[int, str, SweepPaths]], metric: s
         if not paths.trials.is_file():
             continue
         df = merge(paths).results.to_pandas()
-        df = df[(df["status"] == "completed") & df.get(metric, pd.Series(dtype=float)).notna()]
+        df = df[(df["status"] == TrialState.COMPLETED.value) & df.get(metric, pd.Series(dtype=float)).notna()]
         if len(df):
             frames.append(df.assign(stage=name, stage_index=i))
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
