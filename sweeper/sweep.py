@@ -57,7 +57,7 @@ def run_pending(paths: SweepPaths, record: SweepRecord, table: pa.Table, executo
     commands never run the same trials; then, without the lock, wait when the trials run
     here or when ``wait`` asks for it.
     """
-    from sweeper.driver import claim_driver, refuse_if_live, release_driver
+    from sweeper.driver import claim_driver, refuse_if_live
     from sweeper.locks import dir_lock
 
     if record.search.adaptive:
@@ -73,13 +73,7 @@ def run_pending(paths: SweepPaths, record: SweepRecord, table: pa.Table, executo
         if executor.runs_here:
             claim_driver(paths)
         submission = executor.submit(paths, record, todo)
-    try:
-        if executor.runs_here or wait:
-            return executor.wait(paths, record, submission, on_done)
-        return LaunchResult(job_ids=submission.job_ids)
-    finally:
-        if executor.runs_here:
-            release_driver(paths)
+    return _follow(paths, record, executor, submission, wait, on_done)
 
 
 def run_adaptive(paths: SweepPaths, record: SweepRecord, executor: Executor, wait: bool = False,
@@ -88,7 +82,7 @@ def run_adaptive(paths: SweepPaths, record: SweepRecord, executor: Executor, wai
     process's slots (local), or a worker array (SLURM). Trials whose worker died are told as
     failed and asked again first (see :mod:`sweeper.asking`)."""
     from sweeper.asking import Asker
-    from sweeper.driver import claim_driver, refuse_if_live, release_driver
+    from sweeper.driver import claim_driver, refuse_if_live
     from sweeper.locks import dir_lock
 
     with dir_lock(paths.lock, "the sweep dir", timeout_s=60):
@@ -107,6 +101,15 @@ def run_adaptive(paths: SweepPaths, record: SweepRecord, executor: Executor, wai
         if executor.runs_here:
             claim_driver(paths)
         submission = executor.launch_workers(paths, record, asker)
+    return _follow(paths, record, executor, submission, wait, on_done)
+
+
+def _follow(paths: SweepPaths, record: SweepRecord, executor: Executor, submission: Any,
+            wait: bool, on_done: OnDone | None) -> LaunchResult:
+    """After the claim, outside the lock: wait when the trials run here or ``wait`` asks for
+    it, else return the jobs; the local driver record goes when this process stops driving."""
+    from sweeper.driver import release_driver
+
     try:
         if executor.runs_here or wait:
             return executor.wait(paths, record, submission, on_done)
