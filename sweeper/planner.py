@@ -13,6 +13,7 @@ import json
 import sys
 import tempfile
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -309,7 +310,7 @@ def plan_sweep(
                                fingerprint, executor, applied, command)
         record = record.replace(config_dir=config_source[0], config_name=config_source[1])
         if old is not None:
-            record = record.replace(created_at=old.created_at)
+            record = record.replace(created_at=old.created_at, sweep_id=old.sweep_id)
         if check is not None:
             check(record, table.num_rows)
         added = 0
@@ -385,4 +386,5 @@ def _sweep_record(paths: SweepPaths, search: SearchConf, request: SweepRequest,
         fixed_overrides=tuple(request.fixed), cluster_overrides_applied=applied,
         command=tuple(command), cwd=str(Path.cwd()), python=sys.executable,
         git_commit=commit, git_dirty=dirty, created_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        sweep_id=uuid.uuid4().hex[:12],
         sweeper_version=__version__, sweep_dir=str(paths.root))

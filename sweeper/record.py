@@ -55,6 +55,9 @@ class SweepRecord:
     git_commit: str | None = None
     git_dirty: bool | None = None
     created_at: str = ""
+    # made once, when the dir is first planned: two sweeps of the same config (the same
+    # fingerprint) in one shared database still get studies of their own
+    sweep_id: str = ""
     sweeper_version: str = ""
     sweep_dir: str = ""
     config_dir: str = ""  # the primary config dir, and the config's name: to plan it again
@@ -115,6 +118,7 @@ class SweepRecord:
             command=tuple(node.get("command") or ()), cwd=str(node.get("cwd") or "."),
             python=str(node.get("python") or "python3"), git_commit=git.get("commit"),
             git_dirty=git.get("dirty"), created_at=str(node.get("created_at") or ""),
+            sweep_id=str(node.get("sweep_id") or ""),
             sweeper_version=str(node.get("sweeper_version") or ""),
             sweep_dir=str(node.get("sweep_dir") or ""),
             config_dir=str(node.get("config_dir") or ""),
@@ -124,6 +128,7 @@ class SweepRecord:
         record = {
             "format": FORMAT, "fingerprint": self.fingerprint,
             "sweeper_version": self.sweeper_version, "created_at": self.created_at,
+            "sweep_id": self.sweep_id,
             "command": list(self.command), "cwd": self.cwd, "python": self.python,
             "git": {"commit": self.git_commit, "dirty": self.git_dirty},
             "executor": self.executor,

@@ -53,8 +53,9 @@ JOURNAL_NAME = "study.journal"
 
 
 def study_name(record: SweepRecord) -> str:
-    """One study per sweep, also in a database shared by many sweeps."""
-    return f"sweeper-{record.fingerprint}"
+    """One study per sweep dir, also in a database shared by many sweeps: the fingerprint
+    says what it computes, the sweep id (made when the dir was first planned) which dir."""
+    return f"sweeper-{record.fingerprint}" + (f"-{record.sweep_id}" if record.sweep_id else "")
 
 
 def _kind(name: Any, table: Mapping[str, str], aliases: Mapping[str, str], where: str) -> str:

@@ -312,20 +312,24 @@ def postgres_url() -> str:
 
 
 def test_postgresql_storage_end_to_end(tmp_path: Path, postgres_url: str) -> None:
-    sweep_dir = tmp_path / "sweep"
-    r = run_cli("+search=tpe", *BOWL, *SPACE, "search.n_trials=6",
-                "search.pruner.type=median", f"search.storage={postgres_url}",
-                f"hydra.sweep.dir={sweep_dir}")
-    assert r.returncode == 0, r.stderr
-    assert not (sweep_dir / "study.journal").exists()
-    check_consistent(sweep_dir, 6)
     from sweeper.study import study_name
 
-    # Read back straight from the database, as optuna-dashboard or a colleague would.
-    study = optuna.load_study(study_name=study_name(SweepRecord.load(SweepPaths(sweep_dir))),
-                              storage=postgres_url)
-    assert sorted({t.user_attrs["trial_id"] for t in study.trials}) == list(range(6))
-    assert all(t.intermediate_values for t in study.trials)
+    names = set()
+    for run in ("a", "b"):  # the same sweep twice, in one database: two studies
+        sweep_dir = tmp_path / run
+        r = run_cli("+search=tpe", *BOWL, *SPACE, "search.n_trials=6",
+                    "search.pruner.type=median", f"search.storage={postgres_url}",
+                    f"hydra.sweep.dir={sweep_dir}")
+        assert r.returncode == 0, r.stderr
+        assert not (sweep_dir / "study.journal").exists()
+        check_consistent(sweep_dir, 6)
+        # Read back straight from the database, as optuna-dashboard or a colleague would.
+        names.add(study_name(SweepRecord.load(SweepPaths(sweep_dir))))
+        study = optuna.load_study(study_name=study_name(SweepRecord.load(SweepPaths(sweep_dir))),
+                                  storage=postgres_url)
+        assert sorted({t.user_attrs["trial_id"] for t in study.trials}) == list(range(6))
+        assert all(t.intermediate_values for t in study.trials)
+    assert len(names) == 2
 
 
 def test_sqlite_with_several_workers_is_warned_about(tmp_path: Path) -> None:

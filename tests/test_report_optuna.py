@@ -19,7 +19,6 @@ from typing import Any
 import optuna
 import pandas as pd
 import pytest
-import yaml
 from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 
@@ -51,8 +50,10 @@ def report(sweep: Path) -> str:
     return r.stdout
 
 
-def fingerprint(sweep: Path) -> str:
-    return str(yaml.safe_load((sweep / "sweep.yaml").read_text())["fingerprint"])
+def study_name_of(sweep: Path) -> str:
+    from sweeper.study import study_name
+
+    return study_name(SweepRecord.load(SweepPaths(sweep)))
 
 
 def rows(sweep: Path) -> pd.DataFrame:
@@ -151,7 +152,7 @@ def test_optuna_dashboard_serves_the_sweeps_rows(sweep: Path, report: str) -> No
                                   str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         studies = get_json(f"http://127.0.0.1:{port}/api/studies")["study_summaries"]
-        assert [s["study_name"] for s in studies] == [f"sweeper-{fingerprint(sweep)}"]
+        assert [s["study_name"] for s in studies] == [study_name_of(sweep)]
         trials = get_json(f"http://127.0.0.1:{port}/api/studies/{studies[0]['study_id']}")["trials"]
     finally:
         dashboard.terminate()
@@ -200,7 +201,7 @@ def test_a_sweep_where_nothing_completed_still_reports(tmp_path: Path) -> None:
     assert html.count("not drawn: no completed trials yet") == len(PLOTS) - 1
     assert "not drawn: no trial reported val_loss per epoch" in html
     journal = JournalFileBackend(str(sweep_dir / "report" / "study.journal"))
-    study = optuna.load_study(study_name=f"sweeper-{fingerprint(sweep_dir)}",
+    study = optuna.load_study(study_name=study_name_of(sweep_dir),
                               storage=JournalStorage(journal))
     assert [t.state.name for t in study.trials] == ["FAIL", "FAIL"]
 
