@@ -22,19 +22,24 @@ __all__ = ["COMMANDS", "main"]
 COMMANDS = ("run", "plan", "merge", "status", "resume", "cancel", "report", "next", "rerun")
 
 USAGE = """\
-sweeper [run] [HYDRA_OVERRIDES...]   run one training, or a sweep with +search=NAME or key=a,b
+sweeper [run] [HYDRA_OVERRIDES...]   run one training, a sweep (+search=NAME, key=a,b) or a
+                                     staged campaign (+campaign=NAME)
 sweeper plan  [HYDRA_OVERRIDES...]   dry run: write trials.parquet and show it, run nothing
 sweeper merge  DIR [--out OUTDIR]    one table of results: DIR/results.parquet, DIR/curves.parquet
 sweeper status DIR [--watch]         trials per state (result files, squeue, sacct)
-sweeper resume DIR [--retry-failed]  run what has no completed result and is not queued
+sweeper resume DIR [--retry-failed] [--n-trials N]
+                                     run what has no completed result and is not queued
 sweeper cancel DIR                   stop the sweep's running trials (local and SLURM)
 sweeper report DIR [--out OUTDIR]    plots, top trials, the best config, what to search next
 sweeper next   DIR                   a search YAML narrowed around the best trial
 sweeper rerun  DIR ID [--rtol R]     run trial ID again from its frozen config, compare metrics
+On a campaign dir, status, resume, cancel, merge and report work stage by stage.
 
 Examples:
   python -m sweeper +search=coarse                # the coarse grid, local or SLURM (cluster=auto)
   python -m sweeper +search=random cluster=local scenario=tiny
+  python -m sweeper +search=tpe search.pruner.type=successive_halving   # Bayesian + ASHA
+  python -m sweeper +campaign=quick scenario=tiny  # coarse -> TPE -> narrowed -> CV -> final
   python -m sweeper 'optimizer.lr=tag(log,interval(1e-4,1e-2))' +search=random
   sweeper merge multirun/2026-11-23/10-00-00
   sweeper rerun multirun/2026-11-23/10-00-00 7    # does trial 7 reproduce?
@@ -48,7 +53,8 @@ usage: sweeper {cmd} [HYDRA_OVERRIDES...] [HYDRA_FLAGS...]
 {what}
 
 Overrides use Hydra's syntax: key=value, group=option, +search=NAME to pick a search
-space from conf/search/, and sweeps such as lr=0.1,0.01 or lr=choice(...), range(...),
+space from conf/search/ (grid, random, qmc; tpe, gp, cmaes adaptive), +campaign=NAME for a
+staged campaign from conf/campaign/, and sweeps such as lr=0.1,0.01 or lr=choice(...), range(...),
 interval(...), tag(log,interval(...)). hydra.sweep.dir=PATH picks the sweep dir; running
 the same command with the same dir again skips completed trials.
 
