@@ -191,9 +191,11 @@ class Asker:
                    for t in running)
 
     # -- trials whose worker died -----------------------------------------------------------
-    def recover(self, active_here: Collection[int] = ()) -> list[int]:
+    def recover(self, active_here: Collection[int] = (), none_starting: bool = False) -> list[int]:
         """Tell the study about running trials that no worker runs any more; ask their
         parameters again (up to ``search.max_retries``). Call under the sweep dir's lock.
+        ``none_starting``: no other worker may be starting a trial it just asked (a local
+        driver's start), so an asked trial without a marker is lost at once.
         Returns the sweeper ids of the trials found lost."""
         import optuna
 
@@ -208,7 +210,8 @@ class Asker:
         for t in running:
             tid = t.user_attrs.get("trial_id")
             state = states.get(tid) if tid is not None else TrialState.LOST
-            if state is None or state.is_active():
+            if state is None or state.is_active() or (not none_starting
+                                                          and _just_asked(t, state)):
                 continue  # queued, running, or just ended and its row is on its way
             if tid is not None and self._settle_from_row(t, int(tid)):
                 continue
@@ -248,6 +251,19 @@ class Asker:
         print(f"[sweeper] {what}: {note}", file=sys.stderr, flush=True)
         if tid is not None:
             _mark_lost(self.paths, self.record, int(tid), note)
+
+
+#: A trial asked this recently, with no marker yet, is on its way to its worker's process
+#: (another worker asked it, released the lock, and starts it now): not lost.
+ASK_GRACE_S = 60.0
+
+
+def _just_asked(t: optuna.trial.FrozenTrial, state: TrialState) -> bool:
+    import datetime as dt
+
+    if state is not TrialState.NOT_SUBMITTED or t.datetime_start is None:
+        return False
+    return (dt.datetime.now() - t.datetime_start).total_seconds() < ASK_GRACE_S
 
 
 def _mark_lost(paths: SweepPaths, record: SweepRecord, tid: int, note: str) -> None:

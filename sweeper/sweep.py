@@ -88,7 +88,7 @@ def run_adaptive(paths: SweepPaths, record: SweepRecord, executor: Executor, wai
     with dir_lock(paths.lock, "the sweep dir", timeout_s=60):
         refuse_if_live(paths)
         asker = Asker(paths, record)
-        asker.recover()
+        asker.recover(none_starting=executor.runs_here)
         if retry_failed and (n_failed := asker.retry_failed()):
             console.print(f"[sweeper] the parameters of {n_failed} failed trial(s) are asked again")
         left = asker.left()
