@@ -91,6 +91,11 @@ def _attempt(paths: SweepPaths, record: SweepRecord, row: dict[str, Any],
         if _optuna_pruned(ex):
             outcome.status, outcome.error = TrialState.PRUNED, f"pruned: {ex}".rstrip(": ")
             return ctx
+        if guard.raised is not None:  # stopped, whatever the error the stop turned into
+            outcome.status = TrialState(guard.raised.status)
+            outcome.error = f"{guard.raised} (surfaced as {type(ex).__name__}: {ex})"
+            outcome.traceback = traceback.format_exc()
+            return ctx
         outcome.status = TrialState.CANCELLED if isinstance(ex, KeyboardInterrupt) else TrialState.FAILED
         outcome.error = f"{type(ex).__name__}: {ex}"
         if isinstance(ex, SystemExit):

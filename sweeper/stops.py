@@ -32,6 +32,7 @@ class StopGuard:
         self._held = False
         self._stopping = False  # a stop was raised and the trial has not reached hold() yet
         self._pending: TrialInterrupted | None = None
+        self._raised: TrialInterrupted | None = None
 
     def handle(self, signum: int, frame: Any) -> None:
         # The executor sets SWEEPER_DEADLINE; a stop at or after it is the time limit.
@@ -45,6 +46,7 @@ class StopGuard:
             self._pending = stop
             return
         self._stopping = True
+        self._raised = stop
         raise stop
 
     def install(self) -> None:
@@ -57,7 +59,14 @@ class StopGuard:
 
     def release(self) -> None:
         self._held = self._stopping = False
+        self._raised = None
         self._raise_pending()
+
+    @property
+    def raised(self) -> TrialInterrupted | None:
+        """The stop raised into this trial, if any: a library may turn it into an error of its
+        own on the way up (OmegaConf does, mid-update), and the trial was still stopped."""
+        return self._raised
 
     @contextlib.contextmanager
     def deferred(self) -> Iterator[None]:

@@ -30,3 +30,14 @@ def hold(cfg: Any) -> dict[str, float]:
         (Path(str(cfg.markers)) / f"cleaned-{x}").touch()
         raise
     return {"val_loss": float(x)}
+
+
+def stop_turns_into_an_error(cfg: Any) -> dict[str, float]:
+    """A stop that a library turns into an error of its own on the way up (OmegaConf does,
+    when a stop lands mid-update): the trial was still stopped, not failed."""
+    try:
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)
+    except BaseException as ex:
+        raise RuntimeError("a library's own error") from ex
+    return {"val_loss": 0.0}

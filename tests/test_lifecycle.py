@@ -516,3 +516,13 @@ def test_dir_lock_says_what_it_waits_for_then_gives_up(procs: Procs, tmp_path: P
     assert "\n" not in message and str(lock) in message and "delete" in message
     err = capsys.readouterr().err
     assert err.count(f"waiting for another sweeper command's lock on the sweep dir ({lock})") == 1
+
+
+def test_a_stop_that_surfaces_as_another_error_is_still_a_stop(tmp_path: Path) -> None:
+    sweep_dir = tmp_path / "s"
+    r = run_cli("cluster=local", "task.fn=lifecycle_tasks:stop_turns_into_an_error",
+                "search.space={}", "+x=1,2", f"hydra.sweep.dir={sweep_dir}")
+    rows = result_rows(sweep_dir)
+    assert {row["status"] for row in rows.values()} == {"cancelled"}, r.stderr
+    assert all("stopped by SIGTERM (surfaced as RuntimeError" in row["error"]
+               for row in rows.values())
