@@ -27,10 +27,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pyarrow as pa
 
+from sweeper.folds import TRIALS_ATTR, fold_key, settle, trial_ids_of
 from sweeper.paths import SweepPaths
 from sweeper.record import SweepRecord
 from sweeper.state import TrialState
-from sweeper.study import OPTUNA_COLUMN, tell_outcome
+from sweeper.study import OPTUNA_COLUMN
 
 if TYPE_CHECKING:
     import optuna
@@ -91,6 +92,7 @@ class Asker:
         self.dists = distributions(self.record)
         self.request = request_of(self.record)
         self._variants = {v.choices: i for i, v in enumerate(self.record.variants)}
+        self.fold = fold_key(self.record)
 
     # -- the budget -------------------------------------------------------------------------
     def used(self) -> int:
@@ -131,10 +133,20 @@ class Asker:
             if self.left() <= 0 and not self.has_waiting():
                 return None  # (a waiting trial, asked again after a loss, is in the budget)
             trial = self.study.ask(self.dists)
-            rows = append_trials(self.paths, self._row(trial.params, trial.number))
-            tid = int(rows.column("trial_id")[0].as_py())
-            trial.set_user_attr("trial_id", tid)
+            rows = append_trials(self.paths, self._rows(trial.params, trial.number))
+            tids = [int(t) for t in rows.column("trial_id").to_pylist()]
+            trial.set_user_attr("trial_id", tids[0])
+            if self.fold is not None:  # a cross-validated config: its folds' rows
+                trial.set_user_attr(TRIALS_ATTR, tids)
         return rows
+
+    def _rows(self, params: Mapping[str, Any], number: int) -> pa.Table:
+        """The asked trial's row, or with cross-validation one row per fold (fold fastest)."""
+        if self.fold is None:
+            return self._row(params, number)
+        k = int(self.record.search.cross_validation.n_folds)
+        return pa.concat_tables([self._row({**params, self.fold: f}, number)
+                                 for f in range(k)])
 
     def _row(self, params: Mapping[str, Any], number: int) -> pa.Table:
         from sweeper.strategies import Design
@@ -143,7 +155,9 @@ class Asker:
         columns = []
         for p in self.request.space.params:
             value = params[p.key]
-            if p.kind == "categorical":
+            if p.key == self.fold:
+                data = np.array([int(value)], dtype=np.int64)  # the fold's choices are 0..k-1
+            elif p.kind == "categorical":
                 options = list(self.dists[p.key].choices)  # type: ignore[attr-defined]
                 data = np.array([options.index(value)], dtype=np.int64)
             else:
@@ -187,7 +201,7 @@ class Asker:
         from sweeper.status import sweep_state
 
         states = sweep_state(self.paths).states
-        return any(states.get(int(t.user_attrs.get("trial_id", -1))) is not TrialState.RUNNING
+        return any(all(states.get(tid) is not TrialState.RUNNING for tid in trial_ids_of(t))
                    for t in running)
 
     # -- trials whose worker died -----------------------------------------------------------
@@ -200,7 +214,7 @@ class Asker:
         import optuna
 
         running = self.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
-        running = [t for t in running if t.user_attrs.get("trial_id") not in active_here]
+        running = [t for t in running if not set(trial_ids_of(t)) & set(active_here)]
         if not running:
             return []
         from sweeper.status import sweep_state
@@ -208,49 +222,37 @@ class Asker:
         states = sweep_state(self.paths).states
         lost = []
         for t in running:
-            tid = t.user_attrs.get("trial_id")
-            state = states.get(tid) if tid is not None else TrialState.LOST
-            if state is None or state.is_active() or (not none_starting
-                                                          and _just_asked(t, state)):
-                continue  # queued, running, or just ended and its row is on its way
-            if tid is not None and self._settle_from_row(t, int(tid)):
-                continue
-            self._lose(t, tid)
-            if tid is not None:
-                lost.append(int(tid))
+            tids = trial_ids_of(t)
+            found: list[TrialState | None] = [states.get(tid) for tid in tids] if tids \
+                else [TrialState.LOST]
+            if any(s is None or s.is_active() for s in found) or (
+                    not none_starting and _just_asked(self.paths, t, tids, found)):
+                continue  # queued, running, just ended and its row is on its way, or between folds
+            if tids and settle(self.paths, self.record, self.study, t.number, tids):
+                continue  # its rows are final, but its tell never reached the study
+            self._lose(t, tids)
+            lost += tids
         return lost
 
-    def _settle_from_row(self, t: optuna.trial.FrozenTrial, tid: int) -> bool:
-        """A trial whose row is final but whose tell never reached the study: tell it now."""
-        row = read_row(self.paths, tid)
-        if row is None:
-            return False
-        state = TrialState.parse(row.get("status"))
-        if state is TrialState.FAILED and not row.get("traceback"):
-            return False  # its process died (the driver wrote the row): lost, not failed
-        if state in (TrialState.COMPLETED, TrialState.PRUNED, TrialState.FAILED):
-            tell_outcome(self.study, t.number, state, row, self.record)
-            return True
-        return False
-
-    def _lose(self, t: optuna.trial.FrozenTrial, tid: Any) -> None:
+    def _lose(self, t: optuna.trial.FrozenTrial, tids: list[int]) -> None:
         import optuna
 
         retries = int(t.user_attrs.get(_RETRIES, 0))
         again = retries < self.record.search.max_retries
         self.study._storage.set_trial_user_attr(t._trial_id, _LOST, True)
         self.study.tell(t.number, state=optuna.trial.TrialState.FAIL, skip_if_finished=True)
-        what = f"trial {tid}" if tid is not None else f"optuna trial {t.number} (no row yet)"
+        what = (f"trial {tids[0]}" if len(tids) == 1 else f"the config of trials {tids}"
+                if tids else f"optuna trial {t.number} (no row yet)")
         if again:
-            self.study.enqueue_trial(dict(t.params), user_attrs={_RETRIES: retries + 1,
-                                                                 "retry_of": tid})
+            self.study.enqueue_trial(dict(t.params), user_attrs={
+                _RETRIES: retries + 1, "retry_of": tids[0] if tids else None})
         note = (f"it stopped mid-trial (its worker killed, cancelled or out of time); told the study it failed and asked its parameters "
                 f"again (retry {retries + 1} of {self.record.search.max_retries})" if again else
                 f"it stopped mid-trial, and its parameters were retried "
                 f"search.max_retries={self.record.search.max_retries} times already; not again")
         print(f"[sweeper] {what}: {note}", file=sys.stderr, flush=True)
-        if tid is not None:
-            _mark_lost(self.paths, self.record, int(tid), note)
+        for tid in tids:
+            _mark_lost(self.paths, self.record, tid, note)
 
 
 #: A trial asked this recently, with no marker yet, is on its way to its worker's process
@@ -258,12 +260,22 @@ class Asker:
 ASK_GRACE_S = 60.0
 
 
-def _just_asked(t: optuna.trial.FrozenTrial, state: TrialState) -> bool:
+def _just_asked(paths: SweepPaths, t: optuna.trial.FrozenTrial, tids: list[int],
+                found: list[TrialState | None]) -> bool:
+    """Whether a trial without a marker was asked (or its config's previous fold ended) so
+    recently that its worker is still starting it."""
     import datetime as dt
 
-    if state is not TrialState.NOT_SUBMITTED or t.datetime_start is None:
+    if TrialState.NOT_SUBMITTED not in found or t.datetime_start is None:
         return False
-    return (dt.datetime.now() - t.datetime_start).total_seconds() < ASK_GRACE_S
+    latest = t.datetime_start.timestamp()
+    for tid, state in zip(tids, found, strict=False):
+        if state is not TrialState.NOT_SUBMITTED:  # a fold that ended: when its row came
+            try:
+                latest = max(latest, paths.result(tid).stat().st_mtime)
+            except OSError:
+                pass
+    return dt.datetime.now().timestamp() - latest < ASK_GRACE_S
 
 
 def _mark_lost(paths: SweepPaths, record: SweepRecord, tid: int, note: str) -> None:
@@ -277,16 +289,6 @@ def _mark_lost(paths: SweepPaths, record: SweepRecord, tid: int, note: str) -> N
         write_orphan(paths, record, tid, TrialState.FAILED, note)
     except Exception as ex:  # the study knows; the row is a courtesy
         print(f"[sweeper] could not write the row of lost trial {tid}: {ex}", file=sys.stderr)
-
-
-def read_row(paths: SweepPaths, tid: int) -> dict[str, Any] | None:
-    import pyarrow.parquet as pq
-
-    try:
-        row: dict[str, Any] = pq.read_table(paths.result(tid)).to_pylist()[0]
-        return row
-    except (OSError, pa.ArrowException, IndexError):
-        return None
 
 
 def durations_s(study: optuna.Study) -> list[float]:

@@ -330,9 +330,6 @@ def _with_folds(design: Design, request: SweepRequest, search: SearchConf
     from sweeper.space import SearchSpace, param_from_yaml
 
     cv = search.cross_validation
-    if search.adaptive:
-        raise ConfigError(f"search.cross_validation works with grid, random and qmc, not yet "
-                          f"with {search.method}; use one of those, or disable it")
     if cv.n_folds < 2:
         raise ConfigError(f"search.cross_validation.n_folds must be at least 2, got "
                           f"{cv.n_folds}; e.g. 5")

@@ -77,6 +77,9 @@ def _attempt(paths: SweepPaths, record: SweepRecord, row: dict[str, Any],
         if OmegaConf.select(cfg, "tracking.tensorboard", default=False):
             ctx.tensorboard_dir = paths.tensorboard_dir(trial_id)
         ctx.study = _study_link(paths, record, row)
+        if ctx.study is not None and ctx.study.checks_before_start and ctx.study.should_prune():
+            raise context.TrialPruned("pruned before it started: its config's finished folds "
+                                      "are clearly worse than the best config's")
         with context.activate(ctx):
             value = fn(cfg)
         guard.hold()
@@ -143,9 +146,12 @@ def _study_link(paths: SweepPaths, record: SweepRecord, row: dict[str, Any]) -> 
     cannot be reached costs the trial its pruning, never its run."""
     if not record.search.uses_study:
         return None
+    from sweeper.folds import FoldLink
     from sweeper.study import StudyLink
 
     try:
+        if record.search.cross_validation.enabled:
+            return FoldLink(paths, record, row)
         return StudyLink(paths, record, row)
     except Exception as ex:
         print(f"[sweeper] could not open the study ({type(ex).__name__}: {ex}); the trial runs "

@@ -259,9 +259,13 @@ def distributions(record: SweepRecord) -> dict[str, optuna.distributions.BaseDis
     )
 
     encodings = {p.key: p for p in record.params}
+    cv = record.search.cross_validation
+    fold = cv.fold_key.lstrip("+") if cv.enabled else None
     out: dict[str, Any] = {}
     for spec in record.space:
         key = str(spec["key"])
+        if key == fold:  # a config's folds are its steps, not a parameter
+            continue
         if spec["kind"] == "categorical":
             by_value = encodings[key].encoding == "value" and not encodings[key].group
             out[key] = CategoricalDistribution(
@@ -275,6 +279,14 @@ def distributions(record: SweepRecord) -> dict[str, optuna.distributions.BaseDis
                                          log=bool(spec.get("log")),
                                          step=float(step) if step is not None else None)
     return out
+
+
+def holds(dist: Any, value: Any) -> bool:
+    """Whether a study's trial can hold this value (a categorical's choices are fixed)."""
+    import optuna
+
+    return not isinstance(dist, optuna.distributions.CategoricalDistribution) \
+        or value in dist.choices
 
 
 def _values(record: SweepRecord, metrics: Mapping[str, Any]) -> list[float] | None:
@@ -318,22 +330,27 @@ class StudyLink:
         self.trial = optuna.trial.Trial(self.study, trial_id)
         self.broken = False
 
+    #: a fold of a cross-validated config asks the pruner before it starts (folds are steps)
+    checks_before_start = False
+
     def _add(self, row: Mapping[str, Any]) -> int:
+        dists = distributions(self.record)
+        params = {k: row[k] for k in dists if holds(dists[k], row[k])}  # others stay in the row
+        return self._create(params, {k: dists[k] for k in params},
+                            {"trial_id": int(row["trial_id"])})
+
+    def _create(self, params: Mapping[str, Any], dists: Mapping[str, Any],
+                attrs: Mapping[str, Any]) -> int:
+        """A new RUNNING trial in the study; its number (not the study's last trial's, which
+        another process may have added meanwhile)."""
         import optuna
 
-        dists = distributions(self.record)
-        params = {}
-        for key, dist in dists.items():
-            value = row[key]
-            if isinstance(dist, optuna.distributions.CategoricalDistribution) \
-                    and value not in dist.choices:
-                continue  # a value the study cannot hold (kept in the row)
-            params[key] = value
-        self.study.add_trial(optuna.trial.create_trial(
-            params=params, distributions={k: dists[k] for k in params},
-            state=optuna.trial.TrialState.RUNNING,
-            user_attrs={"trial_id": int(row["trial_id"])}))
-        return self.study.get_trials(deepcopy=False)[-1].number
+        template = optuna.trial.create_trial(params=dict(params), distributions=dict(dists),
+                                             state=optuna.trial.TrialState.RUNNING,
+                                             user_attrs=dict(attrs))
+        storage = self.study._storage
+        trial_id = storage.create_new_trial(self.study._study_id, template_trial=template)
+        return int(storage.get_trial_number_from_id(trial_id))
 
     def report(self, epoch: int, metrics: Mapping[str, float]) -> None:
         value = metrics.get(self.metric)

@@ -94,3 +94,25 @@ def bowl(cfg: Any) -> dict[str, float]:
         if sweeper.should_prune():
             raise sweeper.TrialPruned()
     return {"val_loss": floor + 1.0 / epochs, "epochs_run": epochs, "train_time_s": width / 10}
+
+
+def folded_bowl(cfg: Any) -> dict[str, float]:
+    """``bowl`` on cross-validation folds: each fold (``data.fold``) shifts the loss by its own
+    amount, the same for every config, so fold rows differ and configs keep their order."""
+    import math
+
+    lr, width = float(cfg.optimizer.lr), float(cfg.model.hidden_size)
+    fold = int(cfg.data.fold)
+    floor = (math.log10(lr) + 2.0) ** 2 + ((width - 64) / 64) ** 2 + 0.1 * math.sin(fold + 1)
+    markers = Path(str(cfg.get("markers", "/nonexistent")))
+    epochs = int(cfg.training.epochs)
+    for epoch in range(epochs):
+        time.sleep(float(cfg.get("epoch_s", 0.0)))
+        sweeper.report(epoch=epoch, val_loss=floor + 1.0 / (epoch + 1))
+        kill = markers / "kill-once"
+        if epoch == 1 and kill.exists():
+            kill.unlink()
+            os.kill(os.getpid(), signal.SIGKILL)
+        if sweeper.should_prune():
+            raise sweeper.TrialPruned()
+    return {"val_loss": floor + 1.0 / epochs, "epochs_run": epochs}

@@ -17,10 +17,10 @@ import pandas as pd
 from omegaconf import OmegaConf
 
 from sweeper.campaign.spec import CampaignConf, StageConf, check_campaign
-from sweeper.campaign.stages import FOLD_KEY, earlier_results, frozen_composer, stage_design
+from sweeper.campaign.stages import earlier_results, frozen_composer, stage_design
 from sweeper.console import err as console
 from sweeper.console import shell_path
-from sweeper.crossval import cv_table
+from sweeper.crossval import cv_keys, cv_table
 from sweeper.errors import SweepDirError, SweeperError
 from sweeper.executors import Executor, LaunchResult
 from sweeper.paths import SweepPaths, atomic_path
@@ -183,8 +183,8 @@ def stage_cv_table(root: Path, record: CampaignRecord, j: int) -> pd.DataFrame:
     camp, _ = record.conf
     paths = SweepPaths(root / record.stages[j].dir)
     srec = SweepRecord.load(paths)
-    keys = [k for k in srec.param_keys if k != FOLD_KEY]
-    return cv_table(merge(paths).results.to_pandas(), keys, camp.metric, camp.direction)
+    return cv_table(merge(paths).results.to_pandas(), cv_keys(srec), camp.metric,
+                    camp.direction, srec.search.cross_validation.aggregation)
 
 
 def summarize(root: Path) -> dict[str, Any]:

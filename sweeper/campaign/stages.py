@@ -164,13 +164,16 @@ def _config_params(base: SweepRecord, configs: pd.DataFrame, keys: list[str]
 def _cv_plan(camp: CampaignConf, stage: StageConf, index: int, base: SweepRecord,
              configs: pd.DataFrame, keys: list[str], overrides: list[str],
              is_group: Callable[[str], bool]) -> StagePlan:
+    """The configs as a grid, cross-validated: each config becomes ``n_folds`` trials, and the
+    stage's pruner (e.g. Wilcoxon) may stop a config after a few folds."""
+    from sweeper.schema import CrossValidationConf
+
     params, rows = _config_params(base, configs, keys)
-    fold = Param.categorical(FOLD_KEY, list(range(stage.n_folds)))
-    design = _explicit([*params, fold], [[*r, f] for r in rows for f in range(stage.n_folds)])
-    request = _request_of([*params, fold], [*overrides, f"data.n_folds={stage.n_folds}"],
-                          is_group)
-    search = _search(camp, stage, index, method="grid", n_trials=None, sampler={})
-    return StagePlan(search, request, design,
+    request = _request_of(params, overrides, is_group)
+    folds = CrossValidationConf(enabled=True, n_folds=stage.n_folds, fold_key=FOLD_KEY)
+    search = _search(camp, stage, index, method="grid", n_trials=None, sampler={},
+                     cross_validation=folds)
+    return StagePlan(search, request, _explicit(params, rows),
                      f"{len(configs)} config(s) x {stage.n_folds} folds")
 
 

@@ -350,19 +350,25 @@ class _Planned(_Feed):
 
 class _Asked(_Feed):
     """Adaptive: ask the study for each trial as a slot frees up, until the budget is spent.
-    Asked again only after a trial ends (which may hand back a lost trial's budget)."""
+    Asked again only after a trial ends (which may hand back a lost trial's budget). A
+    cross-validated config comes as several fold rows: they start, in parallel as slots
+    free up, before the next config is asked."""
 
     def __init__(self, asker: Any) -> None:
         self.asker = asker
-        self.total = asker.to_ask()
+        folds = asker.record.search.cross_validation
+        self.total = asker.to_ask() * (folds.n_folds if folds.enabled else 1)
         self.spent_at = -1  # trials running when the budget was last found spent
         self.broken = False
+        self.pending: list[pa.Table] = []  # fold rows of an asked config, not started yet
 
     def take(self, running: set[int]) -> pa.Table | None:
+        if self.pending:
+            return self.pending.pop(0)
         if self.spent_at == len(running) or self.broken:
             return None
         try:
-            row = self.asker.ask(active_here=running)
+            rows = self.asker.ask(active_here=running)
         except SweeperError:
             raise
         except Exception as ex:  # the storage went away: let the running trials finish
@@ -370,5 +376,8 @@ class _Asked(_Feed):
             _say(f"[sweeper] could not ask the study ({type(ex).__name__}: {ex}); no new trial "
                  "starts, the running ones finish, and `sweeper resume` goes on later")
             return None
-        self.spent_at = len(running) if row is None else -1
-        return row
+        self.spent_at = len(running) if rows is None else -1
+        if rows is None:
+            return None
+        self.pending = [rows.slice(i, 1) for i in range(1, rows.num_rows)]
+        return rows.slice(0, 1)

@@ -152,5 +152,25 @@ def _requeued_here(paths: SweepPaths, element: str) -> list[int]:
     from sweeper.results import read_state
 
     mine = [tid for tid, m in read_markers(paths).items() if m.element == element]
-    return [tid for tid in sorted(mine)
-            if read_state(paths.result(tid)) in (TrialState.REQUEUED, TrialState.TIMEOUT)]
+    again = [tid for tid in sorted(mine)
+             if read_state(paths.result(tid)) in (TrialState.REQUEUED, TrialState.TIMEOUT)]
+    return again + _later_folds(paths, again)
+
+
+def _later_folds(paths: SweepPaths, tids: list[int]) -> list[int]:
+    """The folds not started yet of the cross-validated configs these trials belong to (this
+    worker asked the config, and runs all of its folds)."""
+    from sweeper.results import read_state
+    from sweeper.study import OPTUNA_COLUMN
+    from sweeper.trials import read_trials
+
+    if not tids:
+        return []
+    table = read_trials(paths)
+    if OPTUNA_COLUMN not in table.column_names:
+        return []
+    number = dict(zip(table.column("trial_id").to_pylist(),
+                      table.column(OPTUNA_COLUMN).to_pylist(), strict=True))
+    configs = {number[t] for t in tids if t in number}
+    return [t for t, n in sorted(number.items()) if n in configs and t not in tids
+            and read_state(paths.result(t)) is None]
