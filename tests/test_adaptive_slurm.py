@@ -120,3 +120,28 @@ def test_the_plain_sbatch_path_runs_adaptive_workers(tmp_path: Path) -> None:
     states = wait_workers(sweep_dir)
     assert list(states.values()) == ["completed"] * 5, states
     check_consistent(sweep_dir, 5)
+
+
+def test_tpe_cross_validated_on_slurm_workers(tmp_path: Path) -> None:
+    """Each worker asks a config and runs its folds in turn; the study gets each config's mean."""
+    sweep_dir = tmp_path / "sweep"
+    r = run_cli("+search=tpe", *SLURM_BOWL, "task.fn=sweeper_test_tasks:folded_bowl", *SPACE,
+                "search.n_trials=4", "search.cross_validation.enabled=true",
+                "search.cross_validation.n_folds=2", "cluster.workers=2",
+                f"hydra.sweep.dir={sweep_dir}")
+    assert r.returncode == 0, r.stderr
+    states = wait_workers(sweep_dir)
+    assert sorted(states) == list(range(8)) and {s.value for s in states.values()} == \
+        {"completed"}, states
+    rows = result_rows(sweep_dir)
+    study = study_of(sweep_dir)
+    assert [t.state.name for t in study.trials] == ["COMPLETE"] * 4
+    for t in study.trials:
+        mine = [rows[tid] for tid in t.user_attrs["sweeper_trials"]]
+        assert [m["data.fold"] for m in mine] == [0, 1]
+        # one worker ran the config's folds, one after the other
+        assert len({(m["slurm_job_id"], m["slurm_array_task_id"]) for m in mine}) == 1
+        assert mine[0]["finished_at"] <= mine[1]["started_at"]
+        assert t.value == pytest.approx(sum(m["val_loss"] for m in mine) / 2)
+    runs = sacct(job_ids(sweep_dir), expect=2)
+    assert all(run["State"] == "COMPLETED" for run in runs), runs
