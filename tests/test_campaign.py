@@ -25,6 +25,7 @@ def quick(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("campaign") / "c"
     r = run_cli(*QUICK, f"hydra.sweep.dir={root}")
     assert r.returncode == 0, r.stderr
+    (root.parent / "stderr.txt").write_text(r.stderr)
     return root
 
 
@@ -42,6 +43,17 @@ def test_the_stages_run_in_order(quick: Path) -> None:
     assert all(ends[i] <= starts[i + 1] for i in range(len(STAGES) - 1))
     record = yaml.safe_load((quick / "campaign.yaml").read_text())
     assert [s["state"] for s in record["stages"]] == ["done"] * 5
+
+
+def test_one_progress_display_covers_every_stage(quick: Path) -> None:
+    lines = (quick.parent / "stderr.txt").read_text().splitlines()
+    shown = [ln for ln in lines if "; campaign " in ln]
+    # Each stage reports to the campaign's one display, never a bar of its own.
+    assert not [ln for ln in lines if ln.startswith("[sweeper]") and " done, " in ln], lines
+    assert [ln.split(":")[0] for ln in shown][-1] == "[campaign] stage 5/5 final"
+    assert shown[-1].split("; ")[1].startswith("campaign 16/16 trials")
+    for n in range(1, 6):
+        assert any(ln.startswith(f"[campaign] stage {n}/5 ") for ln in shown), n
 
 
 def test_the_narrow_stage_records_the_space_derived_from_the_best(quick: Path) -> None:

@@ -83,19 +83,43 @@ def stage_dirs(root: Path, stages: list[StageConf]) -> list[str]:
 
 
 def run_stages(root: Path, executor: Executor, wait: bool = False) -> LaunchResult:
-    """Run every stage not done yet, in order; returns the last stage's launch."""
-    from sweeper.planner import plan_sweep
-    from sweeper.sweep import run_pending
-
+    """Run every stage not done yet, in order; returns the last stage's launch. Locally one
+    display shows the whole campaign's progress."""
     record = CampaignRecord.load(root)
-    camp, stages = record.conf
+    _, stages = record.conf
     base = SweepRecord.load(SweepPaths(root / BASE_DIR))
     compose, is_group = frozen_composer(base)
+    if not executor.runs_here:
+        return _run_stages(root, record, executor, base, compose, is_group, wait)
+    from sweeper.progress import CampaignProgress
+
+    sizes = [_size(stage) for stage in stages]
+    done = sum(n for n, st in zip(sizes, record.stages, strict=True) if st.state == "done")
+    with CampaignProgress(sizes, [st.name for st in stages], done_before=done):
+        return _run_stages(root, record, executor, base, compose, is_group, wait)
+
+
+def _size(stage: StageConf) -> int:
+    """How many trials a stage will have, before it is planned (for the progress bar)."""
+    if stage.kind == "top_k_cv":
+        return stage.top_k * stage.n_folds
+    return 1 if stage.kind == "final" else int(stage.n_trials or 0)
+
+
+def _run_stages(root: Path, record: CampaignRecord, executor: Executor, base: SweepRecord,
+                compose: Any, is_group: Any, wait: bool) -> LaunchResult:
+    from sweeper.planner import plan_sweep
+    from sweeper.progress import campaign_display
+    from sweeper.sweep import run_pending
+
+    camp, stages = record.conf
     result = LaunchResult()
     for i, stage in enumerate(stages):
         state = record.stages[i]
         if state.state == "done":
             continue
+        if (display := campaign_display()) is not None:
+            display.stage(i)
         paths = SweepPaths(root / state.dir)
         console.print(f"[campaign] stage {i + 1}/{len(stages)} {stage.name} ({stage.kind}"
                       f"{', ' + stage.method if stage.kind in ('search', 'narrow') else ''}"
