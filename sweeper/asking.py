@@ -31,7 +31,7 @@ from sweeper.folds import TRIALS_ATTR, fold_key, settle, trial_ids_of
 from sweeper.paths import SweepPaths
 from sweeper.record import SweepRecord
 from sweeper.state import TrialState
-from sweeper.study import OPTUNA_COLUMN
+from sweeper.study import OPTUNA_COLUMN, PRIOR_ATTR
 
 if TYPE_CHECKING:
     import optuna
@@ -100,7 +100,8 @@ class Asker:
         worker (their parameters are asked again)."""
         trials = self.study.get_trials(deepcopy=False)
         replaced = {t.user_attrs[_REPLACES] for t in trials if _REPLACES in t.user_attrs}
-        return sum(1 for t in trials if not t.user_attrs.get(_LOST) and t.number not in replaced)
+        return sum(1 for t in trials if not t.user_attrs.get(_LOST) and t.number not in replaced
+                   and PRIOR_ATTR not in t.user_attrs)
 
     def left(self) -> int:
         return max(0, int(self.record.search.n_trials or 0) - self.used())
@@ -297,7 +298,7 @@ def durations_s(study: optuna.Study) -> list[float]:
 
     out = []
     for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
-        if t.datetime_start and t.datetime_complete:
+        if t.datetime_start and t.datetime_complete and PRIOR_ATTR not in t.user_attrs:
             out.append((t.datetime_complete - t.datetime_start).total_seconds())
     return out
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import inspect
 import sys
 import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -287,6 +287,44 @@ def holds(dist: Any, value: Any) -> bool:
 
     return not isinstance(dist, optuna.distributions.CategoricalDistribution) \
         or value in dist.choices
+
+
+#: user attr of a trial added to a study from an earlier sweep's results (a campaign stage's
+#: warm start): it informs the sampler, and is not one of the sweep's own trials
+PRIOR_ATTR = "sweeper_prior"
+
+
+def add_priors(study: optuna.Study, record: SweepRecord, rows: Sequence[Mapping[str, Any]],
+               labels: Sequence[str]) -> int:
+    """Add completed results of earlier sweeps to ``study`` as COMPLETE trials (user attr
+    ``sweeper_prior`` = their label), so its sampler models from them at once; rows with a
+    value outside this sweep's space, or without the metric(s), are left out. Returns how
+    many were added."""
+    import optuna
+
+    dists = distributions(record)
+    trials = []
+    for row, label in zip(rows, labels, strict=True):
+        params = {k: _plain(row.get(k)) for k in dists}
+        if not all(v is not None and _inside(dists[k], v) for k, v in params.items()):
+            continue
+        if (values := _values(record, row)) is None:
+            continue
+        trials.append(optuna.trial.create_trial(params=params, distributions=dists,
+                                                values=values, user_attrs={PRIOR_ATTR: label}))
+    study.add_trials(trials)
+    return len(trials)
+
+
+def _plain(value: Any) -> Any:
+    return value.item() if hasattr(value, "item") else value
+
+
+def _inside(dist: Any, value: Any) -> bool:
+    try:
+        return bool(dist._contains(dist.to_internal_repr(value)))
+    except (ValueError, TypeError):
+        return False
 
 
 def _values(record: SweepRecord, metrics: Mapping[str, Any]) -> list[float] | None:

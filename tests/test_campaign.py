@@ -56,6 +56,26 @@ def test_one_progress_display_covers_every_stage(quick: Path) -> None:
         assert any(ln.startswith(f"[campaign] stage {n}/5 ") for ln in shown), n
 
 
+def test_an_adaptive_stage_starts_from_the_trials_before_it(quick: Path) -> None:
+    from sweeper.paths import SweepPaths
+    from sweeper.record import SweepRecord
+    from sweeper.study import open_study
+
+    paths = SweepPaths(quick / "stage-2-bayes")
+    study = open_study(paths, SweepRecord.load(paths))
+    priors = [t for t in study.trials if "sweeper_prior" in t.user_attrs]
+    own = [t for t in study.trials if "sweeper_prior" not in t.user_attrs]
+    coarse = rows_of(quick, "stage-1-coarse").sort_values("trial_id")
+    # every coarse trial, with its params and metric; the stage's own budget is untouched
+    assert [t.user_attrs["sweeper_prior"] for t in priors] == \
+        [f"coarse trial {i}" for i in coarse["trial_id"]]
+    assert [t.value for t in priors] == pytest.approx(coarse["val_loss"].tolist())
+    assert [t.params["optimizer.lr"] for t in priors] == \
+        pytest.approx(coarse["optimizer.lr"].tolist())
+    assert len(own) == 4 and len(rows_of(quick, "stage-2-bayes")) == 4
+    assert all(t.number > p.number for t in own for p in priors)
+
+
 def test_the_narrow_stage_records_the_space_derived_from_the_best(quick: Path) -> None:
     from sweeper.narrow import narrow_space
     from sweeper.paths import SweepPaths

@@ -140,6 +140,8 @@ def _run_stages(root: Path, record: CampaignRecord, executor: Executor, base: Sw
         record.save(root)
         console.print(f"[campaign] {planned.n_trials or plan.search.n_trials} trial(s) in "
                       f"{paths.root}" + (f": {plan.note}" if plan.note else ""))
+        if stage.warm_start and plan.search.adaptive and not before.empty:
+            _warm_start(paths, planned.record, before)
         result = run_pending(paths, planned.record, planned.table, executor, False, wait)
         if result.interrupted:
             return result
@@ -185,6 +187,20 @@ def _any_completed(paths: SweepPaths, metric: str) -> bool:
 
     results = merge(paths).results
     return any(s == TrialState.COMPLETED.value for s in results.column("status").to_pylist())
+
+
+def _warm_start(paths: SweepPaths, srec: SweepRecord, before: pd.DataFrame) -> None:
+    """Give an adaptive stage's study the completed trials of the stages before it (once: a
+    resumed stage's study has them already)."""
+    from sweeper.study import PRIOR_ATTR, add_priors, open_study
+
+    study = open_study(paths, srec)
+    if any(PRIOR_ATTR in t.user_attrs for t in study.get_trials(deepcopy=False)):
+        return
+    rows = before.to_dict("records")
+    n = add_priors(study, srec, rows, [f"{r['stage']} trial {r['trial_id']}" for r in rows])
+    console.print(f"[campaign] its study starts with {n} completed trial(s) of the stages "
+                  f"before it (of {len(rows)}; the rest lie outside its space)")
 
 
 def _searched(root: Path, record: CampaignRecord, stages: list[StageConf], i: int

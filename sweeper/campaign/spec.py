@@ -33,6 +33,10 @@ class StageConf:
     # as search.pruner and search.sampler
     pruner: dict[str, Any] = field(default_factory=lambda: {"type": "none"})
     sampler: dict[str, Any] = field(default_factory=dict)
+    # search and narrow with tpe, gp or cmaes: the stage's study starts with the completed
+    # trials of the search and narrow stages before it (those inside its space), so its
+    # sampler models from them at once instead of sampling at random again
+    warm_start: bool = True
     # narrow: log keys go to x/÷ factor around the best, linear ones to ± fraction of their
     # range, ints to ± int_steps steps; categoricals keep their `top` best choices
     factor: float = 3.0
