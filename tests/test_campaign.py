@@ -74,6 +74,29 @@ def test_an_adaptive_stage_starts_from_the_trials_before_it(quick: Path) -> None
         pytest.approx(coarse["optimizer.lr"].tolist())
     assert len(own) == 4 and len(rows_of(quick, "stage-2-bayes")) == 4
     assert all(t.number > p.number for t in own for p in priors)
+    # The narrowed (TPE) stage starts from the earlier trials that lie inside its space.
+    paths = SweepPaths(quick / "stage-3-fine")
+    fine = SweepRecord.load(paths)
+    space = {s["key"]: s for s in fine.space}
+
+    def inside(row: pd.Series) -> bool:
+        for key, s in space.items():
+            v = row[key]
+            if s["kind"] == "categorical":
+                ok = v in s["choices"]
+            else:
+                ok = s["low"] <= v <= s["high"] and (
+                    s["kind"] != "int" or (v - s["low"]) % (s.get("step") or 1) == 0)
+            if not ok:
+                return False
+        return True
+
+    before = pd.concat([rows_of(quick, s).assign(stage=s.split("-")[-1]) for s in STAGES[:2]])
+    want = sorted(f"{r.stage} trial {r.trial_id}" for _, r in before.iterrows() if inside(r))
+    study = open_study(paths, fine)
+    got = sorted(t.user_attrs["sweeper_prior"] for t in study.trials
+                 if "sweeper_prior" in t.user_attrs)
+    assert got == want and len(got) > 0, (got, want)  # the best, at least, is inside
 
 
 def test_the_narrow_stage_records_the_space_derived_from_the_best(quick: Path) -> None:
