@@ -61,7 +61,7 @@ def test_wilcoxon_stops_a_clearly_worse_config_after_a_few_folds(tmp_path: Path)
     data = load(SweepPaths(sweep_dir))
     table = cv_table(data.results, cv_keys(data.sweep), "val_loss", "minimize")
     assert table["optimizer.lr"].tolist() == [0.01, 1.0]
-    assert table["pruned"].tolist() == [0, 1] and table["folds"].tolist() == [5, 4]
+    assert table["folds_cut"].tolist() == [0, 1] and table["folds"].tolist() == [5, 4]
 
 
 def test_tpe_asks_configs_and_runs_their_folds_as_rows(tmp_path: Path) -> None:
