@@ -54,4 +54,11 @@ fi
 .venv/bin/ruff check .
 .venv/bin/mypy
 
-exec .venv/bin/python -m pytest ${pytest_args[@]+"${pytest_args[@]}"} "$@"
+# Two pytest workers (SWEEPER_TEST_WORKERS): the SLURM tests run in order on one of them (see
+# tests/conftest.py), everything else on both; 1 runs the suite in one process.
+workers=${SWEEPER_TEST_WORKERS:-2}
+xdist=()
+if [ "$workers" != 1 ]; then
+  xdist=(-n "$workers" --dist loadgroup)
+fi
+exec .venv/bin/python -m pytest ${xdist[@]+"${xdist[@]}"} ${pytest_args[@]+"${pytest_args[@]}"} "$@"

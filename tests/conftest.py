@@ -48,3 +48,16 @@ def result_rows(sweep_dir: Path) -> dict[int, dict]:
         row = pq.read_table(f).to_pylist()[0]
         rows[row["trial_id"]] = row
     return rows
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under pytest-xdist (scripts/test.sh runs ``-n 2 --dist loadgroup``): every test that
+    uses the one SLURM cluster runs on one worker, one after another as without xdist (they
+    count the node's free CPUs, preempt its jobs, stop its accounting); the other tests of a
+    file stay together, so its module fixtures are built once."""
+    if not config.pluginmanager.hasplugin("xdist"):
+        return
+    for item in items:
+        slurm = item.get_closest_marker("slurm") is not None \
+            or item.path.name == "test_local_cluster.py"
+        item.add_marker(pytest.mark.xdist_group("slurm" if slurm else item.path.stem))

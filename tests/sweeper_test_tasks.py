@@ -71,14 +71,14 @@ def quadratic(cfg: Any) -> dict[str, float]:
     return {"val_loss": base + 1.0 / 3, "train_time_s": width / 10}
 
 
-def bowl(cfg: Any) -> dict[str, float]:
+def bowl(cfg: Any, shift: float = 0.0) -> dict[str, float]:
     """A cheap curve per trial: val_loss falls with epochs toward a bowl around lr=1e-2 and
     width 64, so good and bad trials tell apart early (what pruners need). A trial that finds
     a ``kill-once`` file in ``markers`` removes it and SIGKILLs its own process mid-trial."""
     import math
 
     lr, width = float(cfg.optimizer.lr), float(cfg.model.hidden_size)
-    floor = (math.log10(lr) + 2.0) ** 2 + ((width - 64) / 64) ** 2
+    floor = (math.log10(lr) + 2.0) ** 2 + ((width - 64) / 64) ** 2 + shift
     markers = Path(str(cfg.get("markers", "/nonexistent")))
     epochs = int(cfg.training.epochs)
     if (markers / "raise-once").exists():
@@ -101,18 +101,4 @@ def folded_bowl(cfg: Any) -> dict[str, float]:
     amount, the same for every config, so fold rows differ and configs keep their order."""
     import math
 
-    lr, width = float(cfg.optimizer.lr), float(cfg.model.hidden_size)
-    fold = int(cfg.data.fold)
-    floor = (math.log10(lr) + 2.0) ** 2 + ((width - 64) / 64) ** 2 + 0.1 * math.sin(fold + 1)
-    markers = Path(str(cfg.get("markers", "/nonexistent")))
-    epochs = int(cfg.training.epochs)
-    for epoch in range(epochs):
-        time.sleep(float(cfg.get("epoch_s", 0.0)))
-        sweeper.report(epoch=epoch, val_loss=floor + 1.0 / (epoch + 1))
-        kill = markers / "kill-once"
-        if epoch == 1 and kill.exists():
-            kill.unlink()
-            os.kill(os.getpid(), signal.SIGKILL)
-        if sweeper.should_prune():
-            raise sweeper.TrialPruned()
-    return {"val_loss": floor + 1.0 / epochs, "epochs_run": epochs}
+    return bowl(cfg, shift=0.1 * math.sin(int(cfg.data.fold) + 1))

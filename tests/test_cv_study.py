@@ -7,25 +7,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import optuna
 import pandas as pd
 import pytest
+from test_adaptive import SPACE, study_of
 
 from conftest import result_rows, run_cli
 from sweeper.paths import SweepPaths
-from sweeper.record import SweepRecord
 
 FOLDED = ["task.fn=sweeper_test_tasks:folded_bowl", "scenario=tiny", "cluster=local",
           "training.epochs=3", "search.cross_validation.enabled=true"]
-SPACE = ["search.space={}", "optimizer.lr=tag(log,interval(1e-4,1))",
-         "model.hidden_size=range(16,129,16)"]
-
-
-def study_of(sweep_dir: Path) -> optuna.Study:
-    from sweeper.study import open_study
-
-    paths = SweepPaths(sweep_dir)
-    return open_study(paths, SweepRecord.load(paths))
 
 
 def rows_of(sweep_dir: Path) -> pd.DataFrame:
