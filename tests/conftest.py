@@ -50,6 +50,7 @@ def result_rows(sweep_dir: Path) -> dict[int, dict]:
     return rows
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the groups
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Under pytest-xdist (scripts/test.sh runs ``-n 2 --dist loadgroup``): every test that
     uses the one SLURM cluster runs on one worker, one after another as without xdist (they
