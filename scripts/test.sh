@@ -54,11 +54,11 @@ fi
 .venv/bin/ruff check .
 .venv/bin/mypy
 
-# Two pytest workers (SWEEPER_TEST_WORKERS): the SLURM tests run in order on one of them (see
-# tests/conftest.py), everything else on both; 1 runs the suite in one process.
+# Two pytest workers (SWEEPER_TEST_WORKERS): the SLURM tests run in order on one of them, each
+# other file's tests together on either (tests/conftest.py); 1 runs the suite in one process.
 workers=${SWEEPER_TEST_WORKERS:-2}
 xdist=()
 if [ "$workers" != 1 ]; then
-  xdist=(-n "$workers" --dist loadgroup)
+  xdist=(-n "$workers")
 fi
 exec .venv/bin/python -m pytest ${xdist[@]+"${xdist[@]}"} ${pytest_args[@]+"${pytest_args[@]}"} "$@"

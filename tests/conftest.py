@@ -7,6 +7,7 @@ import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pyarrow.parquet as pq
 import pytest
@@ -50,15 +51,36 @@ def result_rows(sweep_dir: Path) -> dict[int, dict]:
     return rows
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the groups
+#: Files whose every test uses the one SLURM cluster; elsewhere a SLURM test has "slurm" in
+#: its name (checked at collection).
+SLURM_FILES = frozenset({"test_slurm.py", "test_adaptive_slurm.py", "test_local_cluster.py"})
+
+
+def uses_the_cluster(nodeid: str) -> bool:
+    path, _, name = nodeid.partition("::")
+    return Path(path).name in SLURM_FILES or "slurm" in name
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """Under pytest-xdist (scripts/test.sh runs ``-n 2``): every test that uses the one SLURM
+    cluster runs on one worker, one after another as without xdist (they count the node's
+    free CPUs, preempt its jobs, stop its accounting); the tests of any other file stay
+    together on one worker, so its module fixtures are built once."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class BySlurmAndFile(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return "slurm" if uses_the_cluster(nodeid) else nodeid.split("::")[0]
+
+    return BySlurmAndFile(config, log)
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Under pytest-xdist (scripts/test.sh runs ``-n 2 --dist loadgroup``): every test that
-    uses the one SLURM cluster runs on one worker, one after another as without xdist (they
-    count the node's free CPUs, preempt its jobs, stop its accounting); the other tests of a
-    file stay together, so its module fixtures are built once."""
-    if not config.pluginmanager.hasplugin("xdist"):
-        return
-    for item in items:
-        slurm = item.get_closest_marker("slurm") is not None \
-            or item.path.name == "test_local_cluster.py"
-        item.add_marker(pytest.mark.xdist_group("slurm" if slurm else item.path.stem))
+    """A test marked ``slurm`` must be one the scheduler above keeps with the other SLURM
+    tests."""
+    stray = [i.nodeid for i in items if i.get_closest_marker("slurm") is not None
+             and not uses_the_cluster(i.nodeid)]
+    if stray:
+        raise pytest.UsageError(f"SLURM tests outside {sorted(SLURM_FILES)} need 'slurm' in "
+                                f"their names (tests/conftest.py): {stray}")
