@@ -337,6 +337,11 @@ def _with_folds(design: Design, request: SweepRequest, search: SearchConf
         raise ConfigError(f"search.cross_validation.aggregation must be mean or median, got "
                           f"{cv.aggregation!r}")
     k = cv.n_folds
+    configs = int(search.n_trials or 1) if search.adaptive else design.n_trials
+    if configs * k > search.max_trials:  # checked before anything per fold is built
+        raise ConfigError(f"search.cross_validation.n_folds={k:,} makes {configs * k:,} runs of "
+                          f"{configs:,} config(s), over search.max_trials="
+                          f"{search.max_trials:,}; lower n_folds, or raise search.max_trials")
     fold = param_from_yaml(cv.fold_key, list(range(k)))
     if fold.key in request.space.keys:
         raise ConfigError(f"{fold.key} is searched and is also search.cross_validation's "

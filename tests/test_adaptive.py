@@ -273,6 +273,8 @@ def test_bad_study_settings_are_one_line_and_run_nothing(tmp_path: Path) -> None
         (["search.direction=[minimize,maximize]"], "one per metric"),
         (["search.method=cmaes", "search.metric=[val_loss,train_time_s]",
           "search.direction=[minimize,minimize]"], "optimises one metric"),
+        (["search.cross_validation.enabled=true", "search.cross_validation.n_folds=100000000"],
+         "over search.max_trials=100,000"),
     ]
     for i, (overrides, hint) in enumerate(cases):
         sweep_dir = tmp_path / f"s{i}"

@@ -201,6 +201,7 @@ BAD = [
     ("{kind: narrow, method: random, n_trials: 2}", "there is none; put a search stage first"),
     ("{kind: top_k_cv, top_k: 9}", "top_k=9 must be between 1 and the 4 trials"),
     ("{kind: top_k_cv, top_k: 2, n_folds: 1}", "n_folds must be at least 2, got 1"),
+    ("{kind: top_k_cv, top_k: 2, n_folds: 100000000}", "runs are over 100,000; lower n_folds"),
     ("{kind: final}", "the final stage must be the last"),
 ]
 

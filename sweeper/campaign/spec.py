@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sweeper.errors import ConfigError, closest
-from sweeper.schema import DIRECTIONS, SEARCH_METHODS, validate
+from sweeper.schema import DIRECTIONS, SEARCH_METHODS, SearchConf, validate
 
 __all__ = ["KINDS", "CampaignConf", "StageConf", "check_campaign"]
 
@@ -103,6 +103,9 @@ def _check_order(stages: list[StageConf]) -> None:
         if s.kind == "top_k_cv":
             if s.n_folds < 2:
                 raise ConfigError(f"{where}: n_folds must be at least 2, got {s.n_folds}")
+            if s.n_folds * s.top_k > SearchConf.max_trials:
+                raise ConfigError(f"{where}: top_k={s.top_k} x n_folds={s.n_folds:,} runs are over "
+                                  f"{SearchConf.max_trials:,}; lower n_folds")
             if searched == 0 or s.top_k < 1 or s.top_k > searched:
                 raise ConfigError(f"{where}: top_k={s.top_k} must be between 1 and the {searched} "
                                   "trials of the search stages before it; lower top_k")
