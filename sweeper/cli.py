@@ -122,22 +122,15 @@ def _hydra(args: Sequence[str], plan: bool) -> int:
     import hydra
 
     from sweeper import hydra_sweeper, single
-    from sweeper.hydra_compat import translate
+    from sweeper.hydra_compat import one_line_errors
 
     sys.argv = _hydra_argv(_sweep_dir_flag(list(args)), plan)
     os.environ["HYDRA_FULL_ERROR"] = "1"  # let errors reach us, to print one clean line
     hydra_sweeper.last_result = None
     single.last_exit = None
-    try:
+    with one_line_errors():
         hydra.main(config_path=str(config_dir()), config_name="base",
                    version_base="1.3")(single.entry)()
-    except SweeperError:
-        raise
-    except Exception as ex:
-        err = translate(ex)
-        if err is None:
-            raise
-        raise err from None
     if hydra_sweeper.last_result is not None:
         return hydra_sweeper.last_result.exit_code
     return single.last_exit or 0

@@ -94,16 +94,16 @@ def settle(paths: SweepPaths, record: SweepRecord, study: optuna.Study, number: 
     (its process died: a failed row without traceback; cancelled; timed out)."""
     from sweeper.study import tell_outcome
 
-    rows = [read_row(paths, tid) for tid in tids]
-    if not rows or any(r is None for r in rows):
+    found = [read_row(paths, tid) for tid in tids]
+    rows = [r for r in found if r is not None]
+    if not rows or len(rows) < len(found):
         return False
-    states = [TrialState.parse(r.get("status")) for r in rows if r is not None]
-    for s, r in zip(states, rows, strict=True):
-        assert r is not None
-        if s not in (TrialState.COMPLETED, TrialState.PRUNED, TrialState.FAILED) or (
-                s is TrialState.FAILED and not r.get("traceback")):
-            return False
-    done = [r for s, r in zip(states, rows, strict=True) if s is TrialState.COMPLETED and r]
+    states = [TrialState.parse(r.get("status")) for r in rows]
+    if any(s not in (TrialState.COMPLETED, TrialState.PRUNED, TrialState.FAILED)
+           or (s is TrialState.FAILED and not r.get("traceback"))
+           for s, r in zip(states, rows, strict=True)):
+        return False
+    done = [r for s, r in zip(states, rows, strict=True) if s is TrialState.COMPLETED]
     if TrialState.FAILED in states:
         state = TrialState.FAILED
     elif TrialState.PRUNED in states:

@@ -4,8 +4,9 @@ sweeper's one-line ConfigErrors. Used by a sweep and by a campaign alike."""
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +18,8 @@ from sweeper.executors import resolve_executor
 from sweeper.paths import SweepPaths
 from sweeper.schema import ClusterConf
 
-__all__ = ["composer", "config_source", "executor_kind", "is_group_of", "task_fallback",
-           "translate"]
+__all__ = ["composer", "config_source", "executor_kind", "is_group_of", "one_line_errors",
+           "task_fallback", "translate"]
 
 
 def _one_line(text: str) -> str:
@@ -55,20 +56,28 @@ def translate(ex: BaseException) -> ConfigError | None:
     return None
 
 
+@contextlib.contextmanager
+def one_line_errors() -> Iterator[None]:
+    """Hydra's and OmegaConf's input errors raised inside come out as one-line ConfigErrors;
+    sweeper's own errors and anything else pass through as they are."""
+    try:
+        yield
+    except SweeperError:
+        raise
+    except Exception as ex:
+        err = translate(ex)
+        if err is None:
+            raise
+        raise err from None
+
+
 def composer(loader: Any, master: DictConfig) -> Callable[[list[str]], DictConfig]:
     """Compose the app's config with overrides, as Hydra composes each job of a multirun;
     its errors are one line."""
 
     def compose(overrides: list[str]) -> DictConfig:
-        try:
+        with one_line_errors():
             return loader.load_sweep_config(master, list(overrides))  # type: ignore[no-any-return,unused-ignore]
-        except SweeperError:
-            raise
-        except Exception as ex:
-            err = translate(ex)
-            if err is None:
-                raise
-            raise err from None
 
     return compose
 

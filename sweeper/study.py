@@ -282,11 +282,12 @@ def distributions(record: SweepRecord) -> dict[str, optuna.distributions.BaseDis
 
 
 def holds(dist: Any, value: Any) -> bool:
-    """Whether a study's trial can hold this value (a categorical's choices are fixed)."""
-    import optuna
-
-    return not isinstance(dist, optuna.distributions.CategoricalDistribution) \
-        or value in dist.choices
+    """Whether a study's trial can hold this value under this distribution (a categorical's
+    choices, a range's bounds and step)."""
+    try:
+        return bool(dist._contains(dist.to_internal_repr(value)))
+    except (ValueError, TypeError):
+        return False
 
 
 #: user attr of a trial added to a study from an earlier sweep's results (a campaign stage's
@@ -306,7 +307,7 @@ def add_priors(study: optuna.Study, record: SweepRecord, rows: Sequence[Mapping[
     trials = []
     for row, label in zip(rows, labels, strict=True):
         params = {k: _plain(row.get(k)) for k in dists}
-        if not all(v is not None and _inside(dists[k], v) for k, v in params.items()):
+        if not all(v is not None and holds(dists[k], v) for k, v in params.items()):
             continue
         if (values := _values(record, row)) is None:
             continue
@@ -318,13 +319,6 @@ def add_priors(study: optuna.Study, record: SweepRecord, rows: Sequence[Mapping[
 
 def _plain(value: Any) -> Any:
     return value.item() if hasattr(value, "item") else value
-
-
-def _inside(dist: Any, value: Any) -> bool:
-    try:
-        return bool(dist._contains(dist.to_internal_repr(value)))
-    except (ValueError, TypeError):
-        return False
 
 
 def _values(record: SweepRecord, metrics: Mapping[str, Any]) -> list[float] | None:
