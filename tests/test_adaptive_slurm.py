@@ -82,15 +82,16 @@ def test_a_worker_killed_mid_trial_leaves_its_trial_to_another(tmp_path: Path) -
 
 
 def test_a_worker_starts_no_trial_it_cannot_finish_before_its_time_limit(tmp_path: Path) -> None:
-    """Trials of ~12 s in a 1-minute task whose warning comes 20 s before the end: after the
-    first trial the worker judges a second one (12 s, plus a 30 s margin) would not end in
-    time, and stops asking; resume sends a new worker for the rest."""
+    """Trials of ~48 s in a 2-minute task warned 1 s before its end: after the first trial the
+    worker judges a second one (48 s, plus the 30 s margin) would not end before the warning,
+    and stops asking; resume sends a new worker for the rest. (SLURM may warn up to ~30 s
+    early, so the first trial is sized to end before that window too.)"""
     sweep_dir = tmp_path / "sweep"
     r = run_cli("+search=tpe", *SLURM_BOWL, *SPACE, "search.n_trials=3", "cluster.workers=1",
-                "cluster.timeout_min=1", "cluster.signal_delay_s=20", "+epoch_s=3",
+                "cluster.timeout_min=2", "cluster.signal_delay_s=1", "+epoch_s=12",
                 f"hydra.sweep.dir={sweep_dir}")
     assert r.returncode == 0, r.stderr
-    states = wait_workers(sweep_dir, timeout_s=120)
+    states = wait_workers(sweep_dir, timeout_s=180)
     assert list(states.values()) == ["completed"], states  # not 2, not a timed-out one
     log = next((sweep_dir / "logs").glob("slurm-*.log")).read_text()
     assert "would not" in log or "too long" in log, log

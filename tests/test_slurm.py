@@ -494,7 +494,9 @@ def test_retry_failed_runs_as_running_is_waited_for_and_never_submitted_twice(tm
 
 def test_a_timed_out_trial_without_checkpoint_is_requeued_and_shows_so(tmp_path: Path) -> None:
     """The built-in requeue of a trial that does not checkpoint: from its `timeout` row until
-    its second attempt runs, it is pending or running, never timeout (the row is attempt 1's)."""
+    its second attempt runs, it is pending or running, never timeout (the row is attempt 1's).
+    The trial sleeps (a blocking call): the warning's watchdog still stops it before SLURM's
+    own time-limit kill, which would leave no time to requeue."""
     from sweeper.attempts import read_marker
     from sweeper.paths import SweepPaths
     from sweeper.state import TrialState
@@ -519,11 +521,13 @@ def test_a_timed_out_trial_without_checkpoint_is_requeued_and_shows_so(tmp_path:
             running_again += marker is not None and marker.attempt == 2 and state is TrialState.RUNNING
             release_requeued()
             time.sleep(0.5)
+        log = next((sweep_dir / "logs").glob("slurm-*.log")).read_text()
+        first, requeued, _ = log.partition("requeueing")
+        assert requeued and "DUE TO TIME LIMIT" not in first, log
         assert running_again == 3, seen
         assert set(seen) <= {"pending", "requeued", "running"} and "pending" in seen, seen
         status = run_cli("status", str(sweep_dir))
         assert re.search(r"running\s*│\s*1\s*│", status.stdout), status.stdout
-        assert "requeueing" in next((sweep_dir / "logs").glob("slurm-*.log")).read_text()
     finally:
         subprocess.run(["scancel", *job_ids(sweep_dir)], check=True)
     assert wait_done(sweep_dir) == {0: "cancelled"}

@@ -10,7 +10,6 @@ checkpoint. A failed trial makes the task exit 1, so sacct says FAILED.
 
 from __future__ import annotations
 
-import _thread
 import os
 import signal
 import sys
@@ -20,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from sweeper import context
-from sweeper.executors.slurm.queue import requeue
+from sweeper.executors.slurm.queue import requeue, time_left_s
 from sweeper.executors.slurm.records import read_launch, register_external_array
 from sweeper.paths import SweepPaths
 from sweeper.record import SweepRecord
@@ -53,7 +52,10 @@ def _install_warning_handler(signal_delay_s: int) -> None:
               f"to checkpoint (stopping it in {grace:.0f}s if it does not)", flush=True)
         context.request_checkpoint()
         os.environ["SWEEPER_DEADLINE"] = "0"  # any stop from now on is the time limit
-        watchdog = threading.Timer(grace, _thread.interrupt_main, args=(signal.SIGTERM,))
+        # A real SIGTERM to the main thread: _thread.interrupt_main only schedules the handler,
+        # which then waits until a blocking call in the trial (a sleep, a C loop) returns.
+        watchdog = threading.Timer(grace, signal.pthread_kill,
+                                   args=(threading.main_thread().ident, signal.SIGTERM))
         watchdog.daemon = True
         watchdog.start()
 
@@ -122,7 +124,9 @@ def _work(paths: SweepPaths, record: SweepRecord, delay_s: int) -> list[TrialSta
     element = _element_id()
     task = int(os.environ.get("SLURM_ARRAY_TASK_ID", "0"))
     asker = Asker(paths, record, stream=1 + task)
-    deadline = _started + 60 * (record.cluster.timeout_min or SLURM_TIMEOUT_MIN)
+    left = time_left_s(element)
+    deadline = (time.time() + left if left is not None
+                else _started + 60 * (record.cluster.timeout_min or SLURM_TIMEOUT_MIN))
     print(f"[sweeper] worker {element} on {os.uname().nodename}: asking the study for trials",
           flush=True)
     statuses: list[TrialState] = []

@@ -12,7 +12,7 @@ from functools import lru_cache
 from sweeper.errors import ConfigError
 
 __all__ = ["Queued", "accounting_states", "epoch_s", "max_array_size", "not_on_path",
-           "queue_states", "requeue", "scancel"]
+           "queue_states", "requeue", "scancel", "time_left_s"]
 
 _TIMEOUT_S = 30
 
@@ -123,6 +123,34 @@ def scancel(job_ids: Sequence[str]) -> str | None:
     if r.returncode != 0:
         return f"scancel failed: {' '.join(r.stderr.split()) or f'exit code {r.returncode}'}"
     return None
+
+
+def time_left_s(job_id: str) -> float | None:
+    """Seconds until this running job's time limit, as the controller counts them (from the
+    job's real start, not from when Python got going); None when unknown or unlimited."""
+    try:
+        out = _run(["squeue", "-h", "-j", job_id, "-o", "%L"], timeout_s=10).stdout.split()
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return _duration_s(out[0]) if len(out) == 1 else None
+
+
+def _duration_s(text: str) -> float | None:
+    """SLURM's ``[days-]hours:minutes:seconds`` (or ``minutes:seconds``) in seconds; None for
+    UNLIMITED, NOT_SET, INVALID and anything else it is not.
+
+    >>> [_duration_s(t) for t in ("1:59", "2:03:04", "1-00:00:10", "UNLIMITED", "-1:00")]
+    [119.0, 7384.0, 86410.0, None, None]
+    """
+    days, dash, clock = text.rpartition("-")
+    parts = clock.split(":")
+    if not (1 <= len(parts) <= 3 and all(p.isdigit() for p in parts)
+            and (days.isdigit() if dash else True)):
+        return None
+    seconds = 0
+    for part in parts:
+        seconds = 60 * seconds + int(part)
+    return float(seconds + 86400 * int(days or 0))
 
 
 def requeue(job_id: str) -> bool:
