@@ -27,9 +27,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pyarrow as pa
 
-from sweeper.folds import TRIALS_ATTR, fold_key, settle, trial_ids_of
+from sweeper.folds import TRIALS_ATTR, settle, trial_ids_of
 from sweeper.paths import SweepPaths
 from sweeper.record import SweepRecord
+from sweeper.schema import fold_key
 from sweeper.state import TrialState
 from sweeper.study import OPTUNA_COLUMN, PRIOR_ATTR
 
@@ -92,7 +93,7 @@ class Asker:
         self.dists = distributions(self.record)
         self.request = request_of(self.record)
         self._variants = {v.choices: i for i, v in enumerate(self.record.variants)}
-        self.fold = fold_key(self.record)
+        self.fold = fold_key(self.record.search.cross_validation)
 
     # -- the budget -------------------------------------------------------------------------
     def used(self) -> int:

@@ -9,6 +9,7 @@ from typing import Any
 
 import pandas as pd
 
+from sweeper.schema import fold_key
 from sweeper.state import TrialState
 
 __all__ = ["cv_table"]
@@ -51,5 +52,5 @@ def cv_table(results: pd.DataFrame, keys: Sequence[str], metric: str, direction:
 
 def cv_keys(record: Any) -> list[str]:
     """The keys that make a config: the searched ones, less the fold."""
-    fold = record.search.cross_validation.fold_key.lstrip("+")
+    fold = fold_key(record.search.cross_validation)
     return [k for k in record.param_keys if k != fold]

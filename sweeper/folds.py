@@ -28,6 +28,7 @@ import pyarrow as pa
 
 from sweeper.paths import SweepPaths
 from sweeper.record import SweepRecord
+from sweeper.schema import fold_key
 from sweeper.state import TrialState
 from sweeper.study import StudyLink, distributions, holds
 
@@ -36,17 +37,11 @@ if TYPE_CHECKING:
 
     from sweeper.results import TrialOutcome
 
-__all__ = ["CONFIG_ATTR", "TRIALS_ATTR", "FoldLink", "aggregate", "fold_key", "read_row",
-           "settle", "trial_ids_of"]
+__all__ = ["CONFIG_ATTR", "TRIALS_ATTR", "FoldLink", "aggregate", "read_row", "settle",
+           "trial_ids_of"]
 
 TRIALS_ATTR = "sweeper_trials"  # the sweeper ids of a config's fold rows
 CONFIG_ATTR = "sweeper_config"  # a static config's key: the id of its fold 0
-
-
-def fold_key(record: SweepRecord) -> str | None:
-    """The fold's key when the sweep cross-validates, else None."""
-    cv = record.search.cross_validation
-    return cv.fold_key.lstrip("+") if cv.enabled else None
 
 
 def trial_ids_of(t: optuna.trial.FrozenTrial) -> list[int]:
@@ -125,7 +120,7 @@ class FoldLink(StudyLink):
     """A cross-validation fold's link to its config's Optuna trial (see the module docstring)."""
 
     def __init__(self, paths: SweepPaths, record: SweepRecord, row: Mapping[str, Any]) -> None:
-        key = fold_key(record)
+        key = fold_key(record.search.cross_validation)
         assert key is not None
         self.paths = paths
         self.fold = int(row[key])

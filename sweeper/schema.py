@@ -21,7 +21,7 @@ from sweeper.errors import ConfigError, closest
 
 __all__ = ["SLURM_TIMEOUT_MIN", "ClusterConf", "CrossValidationConf", "ReportConf", "SearchConf",
            "SweeperPluginConf",
-           "TrackingConf", "check_task_nodes", "register_schemas", "validate"]
+           "TrackingConf", "check_task_nodes", "fold_key", "register_schemas", "validate"]
 
 #: Static methods write every trial at plan time; adaptive ones ask Optuna as workers free up.
 STATIC_METHODS = ("grid", "random", "qmc")
@@ -46,6 +46,12 @@ class CrossValidationConf:
     # task's; write +key for a key your config lacks)
     fold_key: str = "data.fold"
     n_folds_key: str = "data.n_folds"
+
+
+def fold_key(cv: Any) -> str | None:
+    """A cross-validated sweep's fold key as its rows and study name it (without the ``+`` a
+    key the task's config lacks is written with); None when the sweep does not cross-validate."""
+    return str(cv.fold_key).lstrip("+") if cv.enabled else None
 
 
 @dataclass

@@ -258,9 +258,10 @@ def distributions(record: SweepRecord) -> dict[str, optuna.distributions.BaseDis
         IntDistribution,
     )
 
+    from sweeper.schema import fold_key
+
     encodings = {p.key: p for p in record.params}
-    cv = record.search.cross_validation
-    fold = cv.fold_key.lstrip("+") if cv.enabled else None
+    fold = fold_key(record.search.cross_validation)
     out: dict[str, Any] = {}
     for spec in record.space:
         key = str(spec["key"])
